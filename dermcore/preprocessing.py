@@ -1,0 +1,87 @@
+"""One preprocessing preset per architecture, imported by training, evaluation and the app alike.
+
+The pipeline is always:
+
+    photo (uint8 HxWx3, any size)
+      -> to_input_resolution()   shorter side resized to `resize_size`, centre crop `input_size`
+      -> [corruption]            by default here, at the model's input resolution, as in the paper
+      -> to_tensor()             float32 (N, 3, input_size, input_size), normalised with mean/std
+
+Corrupting after the resize is what the paper did (its 5% of pixels are 5% of the network's input
+pixels); corrupting the full photo first is the alternative `where="photo"` in
+`dermcore.corruptions.corrupt_for_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    input_size: int = 224  # side of the square network input, pixels
+    resize_size: int = 224  # shorter side is resized to this before the centre crop, pixels
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # per-channel, on [0, 1] values
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.input_size < 8 or self.resize_size < self.input_size:
+            raise ValueError(
+                f"need 8 <= input_size <= resize_size, got {self.input_size} and {self.resize_size}"
+            )
+
+    def to_input_resolution(self, image: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 photo -> uint8 (input_size, input_size, 3). An image already at the
+        input size passes through unchanged when resize_size == input_size."""
+        _check_rgb_uint8(image)
+        height, width = image.shape[:2]
+        scale = self.resize_size / min(height, width)
+        new_w = max(self.input_size, round(width * scale))
+        new_h = max(self.input_size, round(height * scale))
+        if (new_h, new_w) != (height, width):
+            # INTER_AREA averages when shrinking (no aliasing); bilinear when enlarging.
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+        top = (new_h - self.input_size) // 2
+        left = (new_w - self.input_size) // 2
+        return np.ascontiguousarray(
+            image[top : top + self.input_size, left : left + self.input_size]
+        )
+
+    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, 3) or (N, H, W, 3) -> normalised float32 (N, 3, H, W)."""
+        if images.ndim == 3:
+            images = images[None]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std).contiguous()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(
+            input_size=int(data["input_size"]),
+            resize_size=int(data["resize_size"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+        )
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check_rgb_uint8(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
