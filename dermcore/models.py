@@ -178,7 +178,9 @@ def rename_efficientnet_pytorch_keys(
                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
     separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
                  "_bn2": "bn2"}  # fmt: skip
-    expanded = {int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\._expand_conv", k))}
+    expanded = {
+        int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\._expand_conv", k))
+    }
     renamed = {}
     for key, value in state.items():
         match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
