@@ -1,0 +1,379 @@
+"""Predict and explain: one `Predictor` owns a model for inference and answers with plain results.
+
+Fast Grad-CAM. pytorch-grad-cam's `GradCAM` backpropagates from the logit through the whole
+network (its parameters require grad), which costs two to three forward passes. Grad-CAM only
+needs d logit / d A at the CAM layer A, so here a forward hook replaces A by a detached leaf that
+requires grad. With every parameter frozen (`requires_grad_(False)`) nothing below A builds an
+autograd graph, and `torch.autograd.grad(logit, A)` walks only the small head (pool + linear).
+One forward pass then gives the prediction and the CAM; the post-processing is pytorch-grad-cam's,
+so the maps are the same (tests/test_explain.py checks it against `GradCAM`).
+
+The other methods (Grad-CAM++, XGrad-CAM, Eigen-CAM, Layer-CAM, Score-CAM) are pytorch-grad-cam's
+classes run with the same leaf hook, so their gradients stop at the CAM layer too.
+
+A `Predictor` is shared by every Streamlit session: the model is read-only, and a lock guards
+every forward pass and every hook on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from dermcore.corruptions import CorruptionSpec, corrupt_for_model
+from dermcore.labels import CLASSES
+from dermcore.models import get_arch, get_module
+from dermcore.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from dermcore.checkpoint import ModelCard
+
+log = logging.getLogger(__name__)
+
+# Method key -> display name. "gradcam" is the fast path in this module; the rest are
+# pytorch-grad-cam classes (see _LIBRARY_CLASSES).
+METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "eigencam": "Eigen-CAM",
+    "layercam": "Layer-CAM",
+    "scorecam": "Score-CAM",
+}
+_LIBRARY_CLASSES = {
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "eigencam": "EigenCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
+}
+# Score-CAM runs one forward pass per CAM-layer channel (1280 for EfficientNet-Lite0), each on the
+# input masked by that channel; a small batch bounds the memory of those masked copies.
+_SCORECAM_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the model said about one input image, and where it looked."""
+
+    probabilities: np.ndarray  # float32 (C,), sums to 1, softmax(logits / temperature)
+    logits: np.ndarray  # float32 (C,), raw model outputs
+    cam: np.ndarray  # float32 (H, W) in [0, 1], at the model input resolution
+    target: int  # the class index the CAM explains
+    method: str  # key of METHODS
+    input_image: np.ndarray  # uint8 (H, W, 3), the exact model input that was explained
+
+    @property
+    def top_class(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def top_probability(self) -> float:
+        return float(self.probabilities[self.top_class])
+
+
+class Predictor:
+    """A model owned for inference: eval mode, every parameter frozen, every use under a lock.
+
+    The model passed in is changed in place (eval, requires_grad False) and must not be trained
+    or hooked by anyone else afterwards. `cam_layer` overrides the architecture's CAM layer
+    (a dotted module path); it exists for custom models.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        arch: str,
+        preprocessing: Preprocessing | None = None,
+        temperature: float = 1.0,
+        classes: Sequence[str] = CLASSES,
+        card: ModelCard | None = None,
+        cam_layer: str | None = None,
+    ) -> None:
+        spec = get_arch(arch)
+        if not (isinstance(temperature, numbers.Real) and 0 < temperature < float("inf")):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if len(classes) < 2:
+            raise ValueError(f"need at least two class names, got {list(classes)}")
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.arch = arch
+        self.temperature = float(temperature)
+        self.classes = tuple(classes)
+        self.card = card
+        self.cam_layer = cam_layer or spec.cam_layer
+        try:
+            self._cam_module = get_module(model, self.cam_layer)
+        except (AttributeError, IndexError):
+            raise ValueError(f"the model has no layer {self.cam_layer!r} to explain") from None
+        self._preprocessing = preprocessing or spec.preprocessing
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, card_path: str | Path) -> Predictor:
+        """A predictor for a verified checkpoint, with its card's preprocessing and temperature."""
+        from dermcore.checkpoint import load_checkpoint
+
+        model, card = load_checkpoint(card_path)
+        return cls(
+            model,
+            card.arch,
+            card.get_preprocessing(),
+            temperature=card.temperature,
+            classes=card.classes,
+            card=card,
+        )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self._preprocessing
+
+    @property
+    def input_size(self) -> int:
+        return self._preprocessing.input_size
+
+    def prepare(
+        self, photo: np.ndarray, spec: CorruptionSpec | None = None, where: str = "input"
+    ) -> np.ndarray:
+        """uint8 HxWx3 photo -> uint8 (input_size, input_size, 3) model input, corrupted by spec
+        (at the input resolution or on the full photo, see `corrupt_for_model`)."""
+        if spec is None or spec.is_identity:
+            return self._preprocessing.to_input_resolution(photo)
+        return corrupt_for_model(photo, spec, self._preprocessing, where)
+
+    def predict_logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, C) logits.
+
+        Images not at input_size x input_size go through `to_input_resolution` first. The lock is
+        taken per batch, so other sessions get a turn during a long sweep.
+        """
+        batch = self._input_batch(images)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        logits = np.empty((len(batch), len(self.classes)), dtype=np.float32)
+        for start in range(0, len(batch), batch_size):
+            x = self._preprocessing.to_tensor(batch[start : start + batch_size])
+            with self._lock, torch.inference_mode():
+                logits[start : start + len(x)] = self._checked(self.model(x)).numpy()
+        return logits
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, C) probabilities, softmax(logits / T)."""
+        return self._softmax(torch.from_numpy(self.predict_logits(images, batch_size))).numpy()
+
+    def explain(
+        self, image: np.ndarray, target: int | str | None = None, method: str = "gradcam"
+    ) -> Explanation:
+        """Predict one uint8 HxWx3 image and explain `target` (None = the predicted class; a
+        class index or name) with `method` (a key of METHODS). The image goes through
+        `to_input_resolution` unless it is already input_size x input_size."""
+        if method not in METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
+        if not isinstance(image, np.ndarray) or image.ndim != 3:
+            raise ValueError(
+                f"expected one uint8 HxWx3 image, got {getattr(image, 'shape', image)!r}"
+            )
+        target_index = None if target is None else self._target_index(target)
+        image = np.array(self._input_batch(image)[0])  # a private copy: the caller keeps theirs
+        x = self._preprocessing.to_tensor(image)  # (1, 3, H, W)
+        if method == "gradcam":
+            logits, cam, target_index = self._fast_gradcam(x, target_index)
+        else:
+            logits, cam, target_index = self._library_cam(x, target_index, method)
+        return Explanation(
+            probabilities=self._softmax(logits).numpy(),
+            logits=logits.numpy(),
+            cam=cam,
+            target=target_index,
+            method=method,
+            input_image=image,
+        )
+
+    def _fast_gradcam(
+        self, x: torch.Tensor, target: int | None
+    ) -> tuple[torch.Tensor, np.ndarray, int]:
+        with (
+            self._lock,
+            _graph_starts_at(self._cam_module) as leaves,
+            torch.inference_mode(False),
+            torch.enable_grad(),
+        ):
+            logits = self._checked(self.model(x))  # (1, C); graph only from the CAM layer up
+            target = int(logits[0].argmax()) if target is None else target
+            (activation,) = leaves  # (1, K, h, w)
+            (gradient,) = torch.autograd.grad(logits[0, target], activation)
+        # The rest is BaseCAM.compute_cam_per_layer with GradCAM.get_cam_weights, in numpy as
+        # there, so the result matches pytorch-grad-cam to float rounding.
+        activations = activation.detach().numpy()
+        weights = np.mean(gradient.numpy(), axis=(2, 3))  # (1, K): pooled gradients
+        cam = (weights[:, :, None, None] * activations).sum(axis=1)[0]  # (h, w)
+        return logits.detach()[0], _scale_like_grad_cam(cam, x.shape[-2:]), target
+
+    def _library_cam(
+        self, x: torch.Tensor, target: int | None, method: str
+    ) -> tuple[torch.Tensor, np.ndarray, int]:
+        import pytorch_grad_cam
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam_class = getattr(pytorch_grad_cam, _LIBRARY_CLASSES[method])
+        targets = None if target is None else [ClassifierOutputTarget(target)]
+        # Our leaf hook is registered before the library's hooks, so they record the leaf and
+        # its gradient, and their backward pass also stops at the CAM layer.
+        with (
+            self._lock,
+            _graph_starts_at(self._cam_module),
+            torch.inference_mode(False),
+            torch.enable_grad(),
+        ):
+            cam_method = cam_class(self.model, [self._cam_module])
+            try:
+                cam_method.batch_size = _SCORECAM_BATCH_SIZE  # read by ScoreCAM only
+                cam = cam_method(x, targets=targets)[0]  # float32 (H, W) in [0, 1]
+                logits = self._checked(cam_method.outputs.detach())[0]
+            finally:
+                # not their __exit__: it swallows IndexError and prints it
+                cam_method.activations_and_grads.release()
+        target = int(logits.argmax()) if target is None else target  # what the library used
+        return logits, np.asarray(cam, dtype=np.float32), target
+
+    def _target_index(self, target: int | str) -> int:
+        if isinstance(target, str):
+            if target not in self.classes:
+                raise ValueError(
+                    f"unknown class {target!r}; expected one of {', '.join(self.classes)}"
+                )
+            return self.classes.index(target)
+        if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+            raise ValueError(f"target must be a class index or name, got {target!r}")
+        if not 0 <= target < len(self.classes):
+            raise ValueError(f"target {target} is out of range for {len(self.classes)} classes")
+        return int(target)
+
+    def _input_batch(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) or (N, H, W, 3) -> uint8 (N, S, S, 3) at the input size S."""
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images, got {getattr(images, 'dtype', images)!r}")
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (N, H, W, 3) or (H, W, 3), got {images.shape}")
+        size = self.input_size
+        if images.shape[1:3] == (size, size):
+            return images
+        return np.stack([self._preprocessing.to_input_resolution(i) for i in images])
+
+    def _checked(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 2 or logits.shape[1] != len(self.classes):
+            raise ValueError(
+                f"the model returned shape {tuple(logits.shape)} but there are "
+                f"{len(self.classes)} class names"
+            )
+        return logits
+
+    def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float() / self.temperature, dim=-1)
+
+
+@contextmanager
+def _graph_starts_at(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While active, `layer`'s output is swapped for a detached copy that requires grad, so the
+    autograd graph begins there. Yields the list of those leaves, one per forward call; the hook
+    is removed on exit, also on an exception."""
+    leaves: list[torch.Tensor] = []
+
+    def make_leaf(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return leaf
+
+    handle = layer.register_forward_hook(make_leaf)
+    try:
+        yield leaves
+    finally:
+        handle.remove()
+
+
+def _scale_like_grad_cam(cam: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """float (h, w) weighted activations -> float32 (H, W) in [0, 1], size = (H, W).
+
+    pytorch-grad-cam's exact order: relu, min-max normalise, bilinear resize (compute_cam_per_layer
+    -> scale_cam_image), then relu and min-max normalise again (aggregate_multi_layers).
+    """
+    height, width = size
+    cam = cv2.resize(np.float32(_min_max(np.maximum(cam, 0))), (width, height))
+    return np.float32(_min_max(np.maximum(cam, 0)))
+
+
+def _min_max(cam: np.ndarray) -> np.ndarray:
+    cam = cam - np.min(cam)
+    return cam / (1e-7 + np.max(cam))  # the epsilon of scale_cam_image: a flat map stays 0
+
+
+def overlay(
+    image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
+    """uint8 HxWx3 RGB image + CAM in [0, 1] -> new uint8 HxWx3 RGB, (1 - alpha) * image +
+    alpha * colour-mapped CAM. The CAM is resized (bilinear) to the image when shapes differ and
+    clipped to [0, 1]; alpha in [0, 1]."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"image must be uint8 HxWx3, got {getattr(image, 'shape', image)!r}")
+    if image.shape[2] != 3:
+        raise ValueError(f"image must be uint8 HxWx3, got shape {image.shape}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.ndim != 2 or not np.isfinite(cam).all():
+        raise ValueError(f"cam must be a finite 2-D map, got shape {cam.shape}")
+    height, width = image.shape[:2]
+    if cam.shape != (height, width):
+        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    levels = np.rint(np.clip(cam, 0, 1) * 255).astype(np.uint8)
+    heatmap = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1.0 - float(alpha), heatmap, float(alpha), 0.0)
+
+
+@dataclass(frozen=True)
+class CamShift:
+    """How far a CAM moved between two views of an image (clean vs corrupted, say)."""
+
+    correlation: float  # Pearson r over pixels, in [-1, 1]; 1 = same map up to scale and offset
+    top_iou: float  # IoU of the two top-`top_fraction` regions, in [0, 1]; 1 = same hot spot
+    shift: float  # 1 - correlation clipped to [0, 1]: 0 = unchanged, 1 = unrelated or inverted
+
+
+def cam_shift(cam_a: np.ndarray, cam_b: np.ndarray, top_fraction: float = 0.2) -> CamShift:
+    """Compare two CAMs of the same shape (float, any range; usually in [0, 1]).
+
+    A flat map has no defined correlation: two flat maps count as r = 1 (neither points
+    anywhere, nothing moved), one flat map against a non-flat one as r = 0. The top region of a
+    map is every pixel at or above its (1 - top_fraction) quantile; ties can make it larger.
+    """
+    a = np.asarray(cam_a, dtype=np.float64)
+    b = np.asarray(cam_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need two 2-D maps of one shape, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("the CAMs must be finite")
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}")
+    a_centred, b_centred = a - a.mean(), b - b.mean()
+    norm = np.sqrt(np.sum(a_centred**2) * np.sum(b_centred**2))
+    if norm > 0:
+        correlation = float(np.clip(np.sum(a_centred * b_centred) / norm, -1.0, 1.0))
+    else:
+        correlation = 1.0 if np.ptp(a) == 0 and np.ptp(b) == 0 else 0.0
+    top_a = a >= np.quantile(a, 1 - top_fraction)
+    top_b = b >= np.quantile(b, 1 - top_fraction)
+    top_iou = float(np.sum(top_a & top_b) / np.sum(top_a | top_b))
+    return CamShift(correlation, top_iou, float(1.0 - np.clip(correlation, 0.0, 1.0)))

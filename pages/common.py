@@ -1,0 +1,173 @@
+"""What every page shares: settings, the model list, the cached predictor and the current photo.
+
+Pages draw and dermcore computes; this module only finds files, caches dermcore's results and
+keeps the few session_state entries that cross pages (the chosen model, the current photo).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dermcore.checkpoint import CheckpointError, ModelCard, list_cards, read_card
+from dermcore.explain import Predictor
+from pages.comparison import NOTICE as NOTICE  # re-exported for app.py
+
+APP_DIR = Path(__file__).resolve().parent.parent
+MODEL_KEY = "sidebar_model"  # the sidebar's model picker (a card path); drawn in app.py
+# Black:white ratios of salt-and-pepper noise, as fractions of black ("pepper") pixels.
+PEPPER_FRACTIONS = {1.0: "black only", 0.75: "3:1", 0.5: "1:1", 0.25: "1:3", 0.0: "white only"}
+PHOTO_KEY = "photo"  # the current CurrentPhoto, set by Explore and read by Robustness curve
+
+
+def weights_dir() -> Path:
+    """DERM_WEIGHTS_DIR, else weights/ beside app.py (read on every run, so tests can point it)."""
+    return Path(os.environ.get("DERM_WEIGHTS_DIR") or APP_DIR / "weights")
+
+
+def samples_dir() -> Path | None:
+    """DERM_SAMPLES_DIR when it names an existing folder, else None (the gallery is hidden)."""
+    value = os.environ.get("DERM_SAMPLES_DIR")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model card in the weights folder: its card, or the sentence why it cannot be read."""
+
+    path: str
+    card: ModelCard | None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.card is None:
+            return Path(self.path).stem
+        return self.card.title or self.card.name
+
+
+def available_models() -> list[ModelEntry]:
+    """Every card in the weights folder, readable or not, sorted by file name."""
+    entries = []
+    for path in list_cards(weights_dir()):
+        try:
+            entries.append(ModelEntry(str(path), read_card(path)))
+        except CheckpointError as error:
+            entries.append(ModelEntry(str(path), None, str(error)))
+    return entries
+
+
+def card_metric(card: ModelCard, split: str, name: str) -> float | None:
+    """card.metrics[split][name] as a float; a {"mean": ...} or {"shipped": ...} dict is read
+    too. None when the card does not say."""
+    value = (card.metrics or {}).get(split, {})
+    value = value.get(name) if isinstance(value, dict) else None
+    if isinstance(value, dict):
+        value = next((value[k] for k in ("shipped", "value", "mean") if k in value), None)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def metrics_summary(card: ModelCard) -> str:
+    """'test acc. 86.9% · balanced 84.2% · SD-198 balanced 31.0%' from the card; '' when the
+    card has none of these."""
+    parts = []
+    for split, name, label in (
+        ("test", "accuracy", "test acc."),
+        ("test", "balanced_accuracy", "balanced"),
+        ("shift_sd198", "balanced_accuracy", "SD-198 balanced"),
+    ):
+        value = card_metric(card, split, name)
+        if value is not None:
+            parts.append(f"{label} {value:.1%}")
+    return " · ".join(parts)
+
+
+def selected_model() -> ModelEntry | None:
+    """The model chosen in the sidebar (app.py draws the picker before any page runs)."""
+    chosen = st.session_state.get(MODEL_KEY)
+    entries = {entry.path: entry for entry in available_models()}
+    return entries.get(chosen) or next((e for e in entries.values() if e.card), None)
+
+
+def model_stamp(card_path: str) -> tuple:
+    """Changes whenever the card or its weights file does (retrained, recalibrated, replaced),
+    so the predictor is loaded, and its weights verified, anew."""
+    card = read_card(card_path)
+    weights = Path(card_path).parent / card.weights_file
+    return card.weights_sha256, _file_stamp(Path(card_path)), _file_stamp(weights)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+
+
+def model_key(entry: ModelEntry) -> str:
+    """A cache key for results computed with this model."""
+    return f"{entry.path}:{model_stamp(entry.path)}"
+
+
+def torch_threads() -> int:
+    """DERM_TORCH_THREADS, default 1. One intra-op thread per inference keeps a shared server
+    responsive: on a busy machine (other sessions, other processes) two threads that wait for
+    each other were measured 5x slower than one (Grad-CAM at 224 px: ~250 ms against ~50 ms)."""
+    value = os.environ.get("DERM_TORCH_THREADS", "1")
+    return max(1, int(value)) if value.isdigit() else 1
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _load_predictor(card_path: str, stamp: tuple) -> Predictor:
+    import torch
+
+    torch.set_num_threads(torch_threads())
+    return Predictor.from_checkpoint(card_path)
+
+
+def load_predictor(entry: ModelEntry) -> Predictor:
+    """The shared, read-only predictor for a model; raises CheckpointError naming the file."""
+    return _load_predictor(entry.path, model_stamp(entry.path))
+
+
+def model_or_stop() -> tuple[ModelEntry, Predictor]:
+    """The sidebar's model, loaded; otherwise a page-level error and the page stops here."""
+    entry = selected_model()
+    if entry is None or entry.card is None:
+        st.error(
+            f"No usable model was found in {weights_dir()}. Add a checkpoint there "
+            "(see training/README.md) or set DERM_WEIGHTS_DIR to a folder that has one."
+        )
+        st.stop()
+    try:
+        return entry, load_predictor(entry)
+    except CheckpointError as error:
+        st.error(f"{error} You can pick another model in the sidebar.")
+        st.stop()
+
+
+@dataclass(frozen=True)
+class CurrentPhoto:
+    """The photo being studied: decoded pixels and the hash of the file's bytes (never the bytes
+    themselves, never written anywhere)."""
+
+    image: np.ndarray  # uint8 HxWx3, full resolution
+    sha256: str  # of the uploaded file's bytes; the cache key for everything derived from it
+    name: str  # file name as uploaded, shown in captions only
+    preview_png: bytes  # downscaled for display, encoded once rather than on every rerun
+
+
+def photo_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def current_photo() -> CurrentPhoto | None:
+    return st.session_state.get(PHOTO_KEY)
+
+
+def set_current_photo(photo: CurrentPhoto | None) -> None:
+    st.session_state[PHOTO_KEY] = photo

@@ -1,0 +1,201 @@
+"""Robustness curve: every class probability of the current photo against noise density and blur.
+
+All corrupted views (every density under every seed, every blur kernel) go through the model in
+one batched pass (dermcore.robustness); the seeds' spread is drawn as a band around their mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from dermcore.explain import Predictor
+from dermcore.robustness import (
+    DEFAULT_DENSITIES,
+    DEFAULT_KERNELS,
+    RobustnessCurve,
+    robustness_curve,
+)
+from pages import common
+
+HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legend
+PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2",
+           "#ff9da6", "#9d755d", "#bab0ac")  # fmt: skip
+
+
+def robustness_controls(input_size: int) -> tuple[int, float, str]:
+    """(number of noise seeds, pepper fraction, where)."""
+    seeds_column, ratio_column, where_column = st.columns(3, gap="medium")
+    n_seeds = seeds_column.slider(
+        "Noise seeds", 1, 5, 3, key="robustness_seeds",
+        help="Each density is drawn with this many different random noise patterns.",
+    )  # fmt: skip
+    pepper_fraction = ratio_column.select_slider(
+        "Black : white", list(common.PEPPER_FRACTIONS), value=0.75,
+        format_func=common.PEPPER_FRACTIONS.get, key="robustness_ratio",
+    )  # fmt: skip
+    where = where_column.radio(
+        "Corrupt", ["input", "photo"], key="robustness_where", horizontal=True,
+        format_func={"input": f"the {input_size}×{input_size} model input", "photo": "the full photo"}.get,
+    )  # fmt: skip
+    return n_seeds, pepper_fraction, where
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def compute_curve(
+    model_key: str,
+    photo_sha256: str,
+    n_seeds: int,
+    pepper_fraction: float,
+    where: str,
+    _predictor: Predictor,
+    _photo: np.ndarray,
+    _progress: Callable[[float], None],
+) -> RobustnessCurve:
+    return robustness_curve(
+        _predictor,
+        _photo,
+        densities=DEFAULT_DENSITIES,
+        kernels=DEFAULT_KERNELS,
+        seeds=range(n_seeds),
+        pepper_fraction=pepper_fraction,
+        where=where,
+        progress=_progress,
+    )
+
+
+def _shown_classes(probs: np.ndarray, clean_class: int) -> list[int]:
+    """The clean class first, then the classes that ever come closest to winning."""
+    peak = probs.reshape(-1, probs.shape[-1]).max(axis=0)
+    order = [int(i) for i in np.argsort(-peak, kind="stable") if i != clean_class]
+    return [clean_class, *order[: HIGHLIGHTED - 1]]
+
+
+def noise_figure(curve: RobustnessCurve) -> go.Figure:
+    x = curve.densities * 100
+    mean = curve.noise_probs.mean(axis=0)  # (D, C)
+    low, high = curve.noise_probs.min(axis=0), curve.noise_probs.max(axis=0)
+    highlighted = _shown_classes(curve.noise_probs, curve.clean_class)
+    figure = go.Figure()
+    for index, name in enumerate(curve.classes):
+        colour = PALETTE[index % len(PALETTE)]
+        visible = True if index in highlighted else "legendonly"
+        if len(curve.seeds) > 1:
+            figure.add_scatter(
+                x=np.concatenate([x, x[::-1]]),
+                y=np.concatenate([high[:, index], low[::-1, index]]),
+                fill="toself", fillcolor=colour, opacity=0.18, line={"width": 0},
+                hoverinfo="skip", showlegend=False, legendgroup=name, visible=visible,
+            )  # fmt: skip
+        figure.add_scatter(
+            x=x, y=mean[:, index], name=name, legendgroup=name, visible=visible,
+            line={"color": colour, "width": 3 if index == curve.clean_class else 1.6},
+            hovertemplate=f"{name}: %{{y:.1%}} at %{{x:.2f}}% noise<extra></extra>",
+        )  # fmt: skip
+    if curve.noise_tipping_point is not None:
+        figure.add_vline(
+            x=curve.noise_tipping_point * 100, line_dash="dash", line_color="#e45756",
+            annotation_text="top class changes", annotation_position="top left",
+        )  # fmt: skip
+    return _layout(figure, "noisy pixels (%)", ticksuffix="%")
+
+
+def blur_figure(curve: RobustnessCurve) -> go.Figure:
+    labels = ["off" if k == 1 else f"{k}×{k}" for k in curve.kernels]
+    highlighted = _shown_classes(curve.blur_probs, curve.clean_class)
+    figure = go.Figure()
+    for index, name in enumerate(curve.classes):
+        figure.add_scatter(
+            x=labels, y=curve.blur_probs[:, index], name=name, mode="lines+markers",
+            visible=True if index in highlighted else "legendonly",
+            line={"color": PALETTE[index % len(PALETTE)],
+                  "width": 3 if index == curve.clean_class else 1.6},
+            hovertemplate=f"{name}: %{{y:.1%}} with %{{x}} blur<extra></extra>",
+        )  # fmt: skip
+    if curve.blur_tipping_point is not None:
+        position = labels[list(curve.kernels).index(curve.blur_tipping_point)]
+        figure.add_vline(x=position, line_dash="dash", line_color="#e45756")
+    return _layout(figure, "Gaussian blur kernel")
+
+
+def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
+    figure.update_layout(
+        height=380,
+        margin={"l": 0, "r": 0, "t": 30, "b": 0},
+        xaxis={"title": x_title, "ticksuffix": ticksuffix},
+        yaxis={"title": "probability", "range": [0, 1], "tickformat": ".0%"},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return figure
+
+
+def render_curve(curve: RobustnessCurve) -> None:
+    st.info(curve.describe(), icon=":material/insights:")
+    clean = curve.classes[curve.clean_class]
+    noise_point, blur_point = curve.noise_tipping_point, curve.blur_tipping_point
+    first, second, third = st.columns(3)
+    first.metric(
+        "Clean prediction",
+        clean,
+        f"{curve.clean_probs[curve.clean_class]:.1%}",
+        delta_color="off",
+        delta_arrow="off",
+    )
+    second.metric(
+        "Noise tipping point",
+        "none" if noise_point is None else f"{noise_point:.2%}",
+        help="The lowest density at which the top class (mean over seeds) is no longer "
+        f"{clean}. 'none' means it holds up to {curve.densities.max():.0%}.",
+    )
+    third.metric(
+        "Blur tipping point",
+        "none" if blur_point is None else f"{blur_point}×{blur_point}",
+        help=f"The smallest Gaussian kernel at which the top class is no longer {clean}.",
+    )
+    noise_column, blur_column = st.columns(2, gap="large")
+    with noise_column:
+        st.markdown("**Against salt-and-pepper noise**")
+        st.plotly_chart(noise_figure(curve), key="robustness_noise_chart")
+        if len(curve.seeds) > 1:
+            st.caption(f"Lines: mean over {len(curve.seeds)} noise seeds; bands: their range.")
+    with blur_column:
+        st.markdown("**Against Gaussian blur**")
+        st.plotly_chart(blur_figure(curve), key="robustness_blur_chart")
+    st.caption(
+        f"The clean class ({clean}, thick line) and the {HIGHLIGHTED - 1} classes that come "
+        "closest to it are shown; click a name in a legend to show the others."
+    )
+
+
+st.title("Robustness curve")
+st.caption(
+    "How far can this photo be degraded before the model changes its mind? Every class's "
+    "probability against noise density and blur strength."
+)
+entry, predictor = common.model_or_stop()
+photo = common.current_photo()
+if photo is None:
+    st.info("Choose a photo on the Explore page first.", icon=":material/image_search:")
+    st.page_link("pages/explore.py", label="Go to Explore", icon=":material/arrow_forward:")
+    st.stop()
+n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
+st.caption(f"Photo: {photo.name} · model: {entry.label}")
+n_views = 1 + n_seeds * len(DEFAULT_DENSITIES) + len(DEFAULT_KERNELS)
+bar = st.progress(0.0, text=f"Corrupting and classifying {n_views} views…")
+curve = compute_curve(
+    common.model_key(entry),
+    photo.sha256,
+    n_seeds,
+    pepper_fraction,
+    where,
+    predictor,
+    photo.image,
+    lambda fraction: bar.progress(
+        min(1.0, fraction), text=f"Corrupting and classifying {n_views} views…"
+    ),
+)
+bar.empty()
+render_curve(curve)

@@ -1,0 +1,485 @@
+"""AppTest runs of every page of app.py, driving the controls and checking what they change.
+
+Uploads go through AppTest's own file_uploader / camera_input support (Streamlit 1.67), the same
+path a browser takes, so no test reaches into session_state to plant a photo.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import plotly.io
+import pytest
+from conftest import lesion_photo
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dermcore.corruptions import CorruptionSpec
+from dermcore.explain import Predictor, cam_shift
+from pages.comparison import (
+    Comparison,
+    chart_classes,
+    comparison_png,
+    comparison_record,
+    flip_callout,
+)
+from pages.reports import NO_REPORTS, parse_set_report
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT_S = 90  # the first run of a session loads torch and the model
+
+
+@pytest.fixture
+def app(tiny_weights_dir, monkeypatch) -> AppTest:
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def upload(at: AppTest, data: bytes, name: str = "lesion.png") -> AppTest:
+    at.file_uploader(key="explore_upload").set_value((name, data, "image/png"))
+    return at.run()
+
+
+def plotly_figure(at: AppTest, key: str):
+    chart = next(e for e in at.get("plotly_chart") if key in e.proto.id)
+    return plotly.io.from_json(chart.proto.spec)
+
+
+def values(data) -> np.ndarray:
+    """A trace's x or y as sent to the browser: a list, or a base64 typed array (plotly >= 6)."""
+    if isinstance(data, dict) and "bdata" in data:
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+    return np.asarray(data)
+
+
+def chart_probabilities(at: AppTest) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The Explore page's probability chart as drawn: (class names, clean, corrupted)."""
+    clean, corrupted = plotly_figure(at, "explore_probabilities").data
+    return list(clean.y), values(clean.x).astype(float), values(corrupted.x).astype(float)
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+# ---- every page, no photo yet ------------------------------------------------------------
+
+
+def test_explore_without_photo_asks_for_one(app):
+    assert "Upload a photo (or take one) to begin." in texts(app.info)
+    assert any("not a diagnostic device" in t for t in texts(app.sidebar.info))
+    assert [o for o in app.sidebar.selectbox(key="sidebar_model").options] == [
+        "tiny-clean (test fixture) · bal. acc. 10%",
+        "tiny-noise (test fixture) · bal. acc. 20%",
+    ]
+
+
+def test_robustness_without_photo_points_to_explore(app):
+    app.switch_page("pages/robustness.py").run()
+    assert not app.exception
+    assert "Choose a photo on the Explore page first." in texts(app.info)
+
+
+def test_results_without_reports_says_so(app):
+    app.switch_page("pages/results.py").run()
+    assert not app.exception
+    assert NO_REPORTS in texts(app.warning)
+    assert any("honest test" in t for t in texts(app.info))
+
+
+def test_model_and_data_renders_the_card(app):
+    app.switch_page("pages/model_data.py").run()
+    assert not app.exception
+    assert "tiny-clean (test fixture)" in texts(app.subheader)
+    assert [m.value for m in app.metric][:3] == ["efficientnet_lite0", "10", "64×64 px"]
+    assert any("Random weights" in t for t in texts(app.markdown))
+    assert any("No dataset card yet" in t for t in texts(app.caption))
+    app.sidebar.selectbox(key="sidebar_model").select_index(1).run()
+    assert "tiny-noise (test fixture)" in texts(app.subheader)
+
+
+def test_model_and_data_renders_the_dataset_card(tiny_weights_dir, tmp_path, monkeypatch):
+    for path in tiny_weights_dir.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "DATASET.md").write_text("# Dataset card\n\nSources and licences here.\n")
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/model_data.py").run()
+    assert not at.exception
+    assert any("Sources and licences here." in t for t in texts(at.markdown))
+
+
+# ---- Explore --------------------------------------------------------------------------------
+
+
+def test_noise_changes_the_corrupted_probabilities_only(app, photo_png):
+    upload(app, photo_png)
+    app.slider(key="explore_noise").set_value(0.0).run()
+    assert not app.exception
+    _, clean, corrupted = chart_probabilities(app)
+    np.testing.assert_allclose(corrupted, clean, atol=1e-6)  # identity spec: the same image
+
+    app.slider(key="explore_noise").set_value(5.0).run()
+    assert not app.exception
+    names, clean_at_5, corrupted_at_5 = chart_probabilities(app)
+    np.testing.assert_allclose(clean_at_5[: len(clean)], clean[: len(clean_at_5)], atol=1e-6)
+    assert not np.allclose(corrupted_at_5, clean_at_5, atol=1e-4)
+    labels = [m.label for m in app.metric]
+    assert labels == [
+        "Clean prediction",
+        "Heatmap correlation",
+        "Corrupted prediction",
+        "Hot-spot overlap",
+    ]
+
+
+def _flip_cases(tiny_weights_dir) -> tuple[float, float]:
+    """A noise level (percent) that changes the tiny model's top class and one that does not,
+    found with dermcore itself, the way the page computes them."""
+    predictor = Predictor.from_checkpoint(tiny_weights_dir / "tiny-clean.json")
+    photo = lesion_photo()
+    clean_top = predictor.explain(predictor.prepare(photo)).top_class
+    flips, holds = None, None
+    for percent in np.round(np.arange(0.1, 5.01, 0.1), 1):
+        spec = CorruptionSpec(noise_density=round(percent / 100, 6))
+        changed = predictor.explain(predictor.prepare(photo, spec)).top_class != clean_top
+        if changed and flips is None:
+            flips = float(percent)
+        if not changed and holds is None:
+            holds = float(percent)
+        if flips is not None and holds is not None:
+            return flips, holds
+    pytest.fail("no noise level in 0.1-5% changes the tiny model's top class; pick another photo")
+
+
+def test_callout_appears_exactly_when_the_top_class_changes(app, photo_png, tiny_weights_dir):
+    flips, holds = _flip_cases(tiny_weights_dir)
+    upload(app, photo_png)
+
+    app.slider(key="explore_noise").set_value(holds).run()
+    assert not app.exception
+    assert not [w for w in texts(app.warning) if "prediction changed" in w]
+    assert any("holds under" in t for t in texts(app.caption))
+
+    app.slider(key="explore_noise").set_value(flips).run()
+    assert not app.exception
+    callouts = [w for w in texts(app.warning) if "prediction changed" in w]
+    assert len(callouts) == 1
+    assert f"at {flips:.3g}% salt-and-pepper (3:1)" in callouts[0]
+    clean_class, corrupted_class = (m.value for m in app.metric if "prediction" in m.label)
+    assert f"{clean_class} → {corrupted_class}" in callouts[0]
+
+
+def test_the_clean_input_can_stand_in_for_the_photo(tiny_weights_dir):
+    """Explore corrupts the clean view's model input instead of the full photo when
+    where="input" and resize_size == input_size; both must give the same pixels."""
+    predictor = Predictor.from_checkpoint(tiny_weights_dir / "tiny-clean.json")
+    assert predictor.preprocessing.resize_size == predictor.input_size
+    photo = lesion_photo()
+    spec = CorruptionSpec(noise_density=0.03, blur_kernel=3, motion_length_px=5, seed=4)
+    from_photo = predictor.prepare(photo, spec, "input")
+    from_input = predictor.prepare(predictor.prepare(photo), spec, "input")
+    np.testing.assert_array_equal(from_input, from_photo)
+
+
+def test_flip_callout_wording():
+    classes = ("Acne", "Ulcer")
+    spec = CorruptionSpec(noise_density=0.023)
+    assert flip_callout(classes, 1, 1, spec) is None
+    assert flip_callout(classes, 1, 0, spec) == "Ulcer → Acne at 2.3% salt-and-pepper (3:1)"
+
+
+def test_a_bad_upload_is_one_sentence_not_a_traceback(app, photo_png):
+    upload(app, b"this is not a photo", name="notes.png")
+    assert not app.exception
+    assert len(app.error) == 1
+    assert app.error[0].value.startswith("This file is not an image we can read. Please upload")
+    assert "Upload a photo (or take one) to begin." in texts(app.info)
+
+    upload(app, photo_png)  # a good file replaces the bad one, and its error goes with it
+    assert not app.exception and not app.error
+    assert [m.label for m in app.metric][0] == "Clean prediction"
+
+
+def test_controls_reroll_blur_motion_and_target(app, photo_png):
+    upload(app, photo_png)
+    seed_before = app.number_input(key="explore_seed").value
+    app.button(key="explore_reroll").click().run()
+    assert app.number_input(key="explore_seed").value != seed_before
+    app.select_slider(key="explore_blur").set_value(5)
+    app.slider(key="explore_motion_length").set_value(9).run()  # enables the direction slider
+    app.slider(key="explore_motion_angle").set_value(45)
+    app.radio(key="explore_where").set_value("photo")
+    app.selectbox(key="explore_target").set_value("Ulcer")
+    app.selectbox(key="explore_cam_method").set_value("gradcam++")
+    app.run()
+    assert not app.exception
+    captions = [c for image in app.image for c in image.captions]
+    assert captions.count("Grad-CAM++ for Ulcer") == 2  # both heatmaps explain Ulcer
+    assert len(app.get("download_button")) == 2
+
+
+def test_camera_photo_is_used(app, photo_png):
+    app.segmented_control(key="explore_source").set_value("Camera").run()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo_png)).save(buffer, format="JPEG", quality=95)
+    app.camera_input(key="explore_camera").upload("photo.jpg", buffer.getvalue()).run()
+    assert not app.exception
+    assert [m.label for m in app.metric][0] == "Clean prediction"
+
+
+def test_sample_gallery(tiny_weights_dir, photo_png, tmp_path, monkeypatch):
+    (tmp_path / "lesion-a.png").write_bytes(photo_png)
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    monkeypatch.setenv("DERM_SAMPLES_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.segmented_control(key="explore_source").set_value("Samples").run()
+    assert "broken.png: not readable" in texts(at.caption)
+    at.button(key="explore_sample_lesion-a.png").click().run()
+    assert not at.exception
+    assert [m.label for m in at.metric][0] == "Clean prediction"
+
+
+def test_tampered_weights_error_names_the_file_and_other_models_still_work(
+    tiny_weights_dir, photo_png, tmp_path, monkeypatch
+):
+    for path in tiny_weights_dir.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    weights = tmp_path / "tiny-clean.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "tiny-clean.safetensors" in at.error[0].value
+    assert at.sidebar.selectbox(key="sidebar_model").options[1].startswith("tiny-noise")
+
+    at.sidebar.selectbox(key="sidebar_model").select_index(1).run()
+    assert not at.error
+    upload(at, photo_png)
+    assert not at.exception and not at.error
+    assert [m.label for m in at.metric][0] == "Clean prediction"
+
+    at.switch_page("pages/model_data.py").run()
+    at.sidebar.selectbox(key="sidebar_model").select_index(0).run()
+    assert any("tiny-clean.safetensors" in e.value for e in at.error)  # the card still renders
+    assert "tiny-clean (test fixture)" in texts(at.subheader)
+
+
+# ---- Robustness curve -----------------------------------------------------------------------
+
+
+def test_robustness_curve_of_the_explore_photo(app, photo_png):
+    upload(app, photo_png)
+    app.switch_page("pages/robustness.py").run()
+    app.slider(key="robustness_seeds").set_value(2).run()
+    assert not app.exception
+    assert [m.label for m in app.metric] == [
+        "Clean prediction",
+        "Noise tipping point",
+        "Blur tipping point",
+    ]
+    statement = app.info[0].value
+    assert statement.startswith("The top class")
+    figure = plotly_figure(app, "robustness_noise_chart")
+    lines = [trace for trace in figure.data if trace.name]
+    assert len(lines) == 10  # every class
+    np.testing.assert_allclose(values(lines[0].x), np.linspace(0, 5, 21))  # percent
+    tipping = app.metric[1].value
+    assert (tipping == "none") == ("holds at every noise density" in statement)
+
+
+# ---- Results with a report ------------------------------------------------------------------
+
+
+def _fake_set_report(rng: np.random.Generator, model: str, dataset: str) -> dict:
+    """A small report in training/evaluate.py's layout, with made-up numbers."""
+    from dermcore.labels import CLASSES
+
+    def condition(family: str, severity: float, accuracy: float) -> dict:
+        matrix = rng.integers(0, 4, (10, 10)) + np.diag(rng.integers(5, 15, 10))
+        return {
+            "family": family,
+            "severity": severity,
+            "description": f"{family} {severity:g}",
+            "top1": accuracy,
+            "balanced_accuracy": accuracy - 0.02,
+            "macro_auroc": 0.8,
+            "ece": 0.05,
+            "nll": 0.9,
+            "flip_rate": 1 - accuracy,
+            "confusion_matrix": matrix.tolist(),
+            "per_class": {"recall": [0.5] * 10, "auroc": [0.8] * 9 + [None]},
+            "roc": [{"fpr": [0, 0.2, 1], "tpr": [0, 0.7, 1]}] * 9 + [None],
+            "reliability": {
+                "edges": np.linspace(0, 1, 16).tolist(),
+                "count": [3] * 15,
+                "confidence": [None] + [0.5] * 14,
+                "accuracy": [None] + [0.4] * 14,
+            },
+        }
+
+    conditions = {
+        "clean": condition("clean", 0.0, 0.8),
+        "sp_upto5": condition("noise", 0.05, 0.6),
+        "sp1": condition("noise", 0.01, 0.7),
+        "sp5": condition("noise", 0.05, 0.5),
+        "blur5": condition("blur", 5, 0.7),
+        "jpeg30": condition("jpeg", 30, 0.75),
+        "exposure2": condition("exposure", 2.0, 0.7),
+    }
+    return {
+        "model": model,
+        "set": dataset,
+        "n_images": 120,
+        "classes": list(CLASSES),
+        "calibration": {"temperature": 1.3, "ece_before": 0.08, "ece_after": 0.03},
+        "conditions": conditions,
+        "sweeps": {  # as training/evaluate.py writes them
+            "noise": [
+                {"condition": n, "severity": v}
+                for n, v in (("clean", 0), ("sp1", 0.01), ("sp5", 0.05))
+            ],
+            "blur": [{"condition": "clean", "severity": 1}, {"condition": "blur5", "severity": 5}],
+        },
+    }
+
+
+def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for model in ("clean", "noise-trained"):
+        folder = tmp_path / "reports" / model
+        folder.mkdir(parents=True)
+        for dataset in ("test", "shift_sd198"):
+            report = _fake_set_report(rng, model, dataset)
+            if model == "noise-trained":
+                del report["sweeps"]  # derived from families and severities instead
+            (folder / f"{dataset}.json").write_text(json.dumps(report))
+        (folder / "table4.json").write_text(
+            json.dumps({"pairs": [{"a": "Ulcer", "b": "Tumor", "errors": 7}]})
+        )
+        (folder / "training_curves.jsonl").write_text(
+            '{"epoch": 1, "train_loss": 2.0, "valid_loss": 2.1}\n{"epoch": 2, "train_loss": 1.5, "valid_loss": 1.7}\n'
+        )
+        (folder / "lr_find.csv").write_text(
+            "lr,loss,smoothed_loss\n1e-5,2.3,2.3\n1e-3,1.9,2.0\n1e-1,4.0,3.1\n"
+        )
+        (folder / "drift.json").write_text(json.dumps({"n_images": 4, "sweeps": {"noise": [{"severity": 0.0, "correlation_mean": 1, "top20_iou_mean": 1}, {"severity": 0.05, "correlation_mean": 0.6, "top20_iou_mean": 0.4}]}}))  # fmt: skip
+    (tmp_path / "reports" / "broken").mkdir()
+    (tmp_path / "reports" / "broken" / "test.json").write_text("{not json")
+    for path in tiny_weights_dir.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    assert NO_REPORTS not in texts(at.warning)
+    assert any("test.json in broken/" in w for w in texts(at.warning))
+    headline = at.dataframe[0].value
+    assert list(headline.index) == [
+        "Paper: trained clean",
+        "Paper: trained with S&P",
+        "Ours: clean",
+        "Ours: noise-trained",
+    ]
+    assert headline.loc["Ours: clean", "S&P ≤ 5%"] == "60.0%"  # sp_upto5, the paper's test
+    assert headline.loc["Paper: trained clean", "SD-198"] == "32%"  # as the paper prints it
+    assert headline.loc["Paper: trained clean", "Blur 5×5"] == "74.85%"
+
+    at.toggle(key="results_normalise").set_value(True).run()
+    at.selectbox(key="results_set").set_value("shift_sd198").run()
+    assert not at.exception
+    charts = [e.proto.id for e in at.get("plotly_chart")]
+    assert any("results_confusion_paper" in c for c in charts)  # Figure 19 beside ours
+    at.segmented_control(key="results_headline_metric").set_value("balanced_accuracy").run()
+    at.selectbox(key="results_model").set_value("noise-trained").run()
+    at.segmented_control(key="results_severity_metric").set_value("flip_rate").run()
+    assert not at.exception
+    assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
+
+
+def test_reports_in_the_briefs_layout_are_read_too():
+    """Per-class and ROC keyed by class name, "accuracy" and bin_* keys: the layout the app was
+    first specified against, before training/evaluate.py settled on lists."""
+    from dermcore.labels import CLASSES
+
+    raw = {
+        "conditions": {
+            "clean": {
+                "family": "clean",
+                "severity": 0,
+                "accuracy": 0.9,
+                "per_class": {c: {"recall": 0.5, "auroc": 0.75} for c in CLASSES},
+                "roc": {"Acne": {"fpr": [0, 1], "tpr": [0, 1]}},
+                "reliability": {"bin_confidence": [0.5], "bin_accuracy": [0.4], "bin_count": [3]},
+                "confusion_matrix": np.eye(10, dtype=int).tolist(),
+            },
+            "sp2": {"family": "noise", "severity": 0.02, "accuracy": 0.7},
+            "sp5": {"family": "noise", "severity": 0.05, "accuracy": float("nan")},
+            "exposure2": {"family": "exposure", "severity": 2.0, "accuracy": 0.8},
+            "exposure0.5": {"family": "exposure", "severity": 0.5, "accuracy": 0.8},
+        }
+    }
+    report = parse_set_report(raw, "clean", "test")
+    clean = report.conditions["clean"]
+    assert clean.accuracy == 0.9 and clean.per_class["auroc"] == [0.75] * 10
+    assert clean.roc[0] == ([0, 1], [0, 1]) and clean.roc[1] is None
+    assert clean.reliability == {"confidence": [0.5], "accuracy": [0.4], "count": [3.0]}
+    assert report.conditions["sp5"].accuracy is None  # NaN reads as missing
+    assert report.sweeps == {
+        "noise": ["clean", "sp2", "sp5"],
+        "exposure": ["exposure0.5", "clean", "exposure2"],
+    }
+
+
+# ---- downloads --------------------------------------------------------------------------------
+
+
+def _comparison(tiny_weights_dir) -> Comparison:
+    predictor = Predictor.from_checkpoint(tiny_weights_dir / "tiny-clean.json")
+    photo = lesion_photo()
+    spec = CorruptionSpec(noise_density=0.04, seed=7)
+    clean = predictor.explain(predictor.prepare(photo))
+    corrupted = predictor.explain(predictor.prepare(photo, spec))
+    return Comparison(
+        predictor.classes, clean, corrupted, spec, "input", cam_shift(clean.cam, corrupted.cam)
+    )
+
+
+def test_record_reproduces_the_view_without_the_image(tiny_weights_dir):
+    comparison = _comparison(tiny_weights_dir)
+    record = comparison_record(
+        comparison, model_name="tiny-clean", weights_sha256="ab" * 32, image_sha256="cd" * 32, image_shape=(240, 320, 3)
+    )  # fmt: skip
+    text = json.dumps(record)
+    assert len(text) < 4000  # settings and numbers, no pixels
+    assert record["corruption"]["seed"] == 7 and record["corruption"]["where"] == "input"
+    assert (
+        CorruptionSpec.from_dict({k: v for k, v in record["corruption"].items() if k != "where"})
+        == comparison.spec
+    )
+    assert record["image"] == {"sha256": "cd" * 32, "height": 240, "width": 320}
+    assert sum(record["clean"]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_comparison_png_is_a_png(tiny_weights_dir):
+    png = comparison_png(_comparison(tiny_weights_dir), 0.5, "tiny-clean · lesion.png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert Image.open(io.BytesIO(png)).size[0] > 800
+
+
+def test_chart_classes_always_shows_the_new_winner():
+    clean = np.array([0.3, 0.25, 0.2, 0.1, 0.08, 0.07])
+    assert chart_classes(clean, clean) == [0, 1, 2, 3, 4]
+    assert chart_classes(clean, np.array([0, 0, 0, 0, 0, 1.0])) == [0, 1, 2, 3, 4, 5]

@@ -1,0 +1,181 @@
+"""The main flow in a real headless Chromium against `streamlit run app.py`.
+
+Chromium is the system's (Debian's `chromium` package, /usr/bin/chromium); Playwright's own
+browser download is never used. Set DERM_SCREENSHOT=path/to/file.png to keep a screenshot.
+benchmarks/bench_browser.py reuses the helpers here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+APP_DIR = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NOISE_SLIDER = ".st-key-explore_noise input[type=range]"
+PREDICTIONS = ".st-key-explore_predictions"
+# Everything the prediction panel shows: metric texts, bar labels and bar geometry. It changes
+# as soon as new probabilities are drawn, even when a rounded label does not.
+PREDICTIONS_SIGNATURE = f"""() => {{
+    const panel = document.querySelector("{PREDICTIONS}");
+    if (!panel) return "";
+    const marks = [...panel.querySelectorAll("svg text, svg path")];
+    return panel.innerText + marks.map(e => e.textContent + (e.getAttribute("d") || "")).join("|");
+}}"""
+IDLE = """() => !document.querySelector("[data-testid=stStatusWidgetRunningIcon]")
+    && !document.querySelector("[data-stale=true]")"""
+FAILURES = "[data-testid=stException], [data-testid=stAlertContentError]"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)",
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(weights_dir: Path, log_path: Path, timeout_s: float = 90) -> Iterator[str]:
+    """`streamlit run app.py` on a free local port with DERM_WEIGHTS_DIR set; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "DERM_WEIGHTS_DIR": str(weights_dir)}
+    env.pop("DERM_SAMPLES_DIR", None)
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               "--server.port", str(port), "--server.address", "127.0.0.1"]  # fmt: skip
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"streamlit exited with {process.returncode}:\n{log_path.read_text()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"streamlit did not answer within {timeout_s} s:\n{log_path.read_text()}"
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def chromium_page(width: int = 1400, height: int = 1000):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(90_000)  # the first run loads torch and the model
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_idle(page) -> None:
+    page.wait_for_function(IDLE, polling="raf")
+
+
+def open_with_photo(page, url: str, photo_path: Path) -> None:
+    """Load the app, upload the photo and wait until its predictions are drawn."""
+    page.goto(url)
+    page.get_by_text("Upload a photo (or take one) to begin.").wait_for()
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(photo_path)
+    page.locator(f"{PREDICTIONS} svg text").first.wait_for()
+    wait_idle(page)
+
+
+def press_and_wait_for_update(page, key: str) -> float:
+    """Press `key` on the focused noise slider; seconds until the prediction panel changes."""
+    before = page.evaluate(PREDICTIONS_SIGNATURE)
+    started = time.perf_counter()
+    page.keyboard.press(key)
+    page.wait_for_function(
+        f"(old) => ({PREDICTIONS_SIGNATURE})() !== old", arg=before, polling="raf"
+    )
+    elapsed = time.perf_counter() - started
+    wait_idle(page)
+    return elapsed
+
+
+def save_screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit."""
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": page.viewport_size["width"], "height": max(1000, height)})
+    wait_idle(page)
+    page.screenshot(path=path)
+
+
+def test_upload_move_noise_slider_and_see_predictions_update(tiny_weights_dir, photo_png, tmp_path):
+    photo_path = tmp_path / "lesion.png"
+    photo_path.write_bytes(photo_png)
+    with (
+        streamlit_server(tiny_weights_dir, tmp_path / "streamlit.log") as url,
+        chromium_page() as page,
+    ):
+        open_with_photo(page, url, photo_path)
+        assert page.locator(FAILURES).count() == 0
+        slider = page.locator(NOISE_SLIDER)
+        assert slider.get_attribute("aria-valuetext") == "1.0%"
+        at_one_percent = page.evaluate(PREDICTIONS_SIGNATURE)
+
+        slider.focus()
+        assert press_and_wait_for_update(page, "ArrowRight") < 30
+        for _ in range(9):
+            page.keyboard.press("ArrowRight")
+        assert slider.get_attribute("aria-valuetext") == "2.0%"
+        page.get_by_text("2% salt-and-pepper (3:1)").first.wait_for()  # the callout or caption
+        wait_idle(page)
+
+        assert page.evaluate(PREDICTIONS_SIGNATURE) != at_one_percent
+        assert "Corrupted prediction" in page.locator(PREDICTIONS).inner_text()
+        assert page.locator(FAILURES).count() == 0
+        save_screenshot(page, tmp_path / "explore.png")
+        if target := os.environ.get("DERM_SCREENSHOT"):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            save_screenshot(page, Path(target))
+    assert (tmp_path / "explore.png").stat().st_size > 10_000
