@@ -55,6 +55,7 @@ from dermcore.checkpoint import (  # noqa: E402
 from dermcore.corruptions import CorruptionSpec, apply_corruption  # noqa: E402
 from dermcore.explain import Predictor, cam_shift  # noqa: E402
 from dermcore.imageio import load_image  # noqa: E402
+from dermcore.labels import CLASSES  # noqa: E402
 from dermcore.preprocessing import Preprocessing  # noqa: E402
 from training import metrics  # noqa: E402
 
@@ -577,18 +578,7 @@ def seed_checkpoints(name: str, runs_dir: Path) -> dict[str, Path]:
 
 # --- paper and Table 5 -----------------------------------------------------------------------
 
-FIGURE19_CLASSES = [
-    "Acne",
-    "Alopecia",
-    "Blister",
-    "Crust",
-    "Erythema",
-    "Leukoderma",
-    "Pigmented Macula",
-    "Tumor",
-    "Ulcer",
-    "Wheal",
-]
+FIGURE19_CLASSES = list(CLASSES)  # the paper's Figure 19 uses our class order
 FIGURE19 = [  # rows = actual, columns = predicted; ResNet-50 on grouped SD-198 (100 per class, Wheal 71)
     [70, 13, 4, 5, 0, 2, 1, 5, 0, 0],
     [19, 73, 2, 1, 1, 2, 0, 2, 0, 0],
