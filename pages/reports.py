@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pages.paper_numbers import PAPER_NUMBERS
+from dermcore.paper import PAPER_NUMBERS
 
 NO_REPORTS = "No precomputed reports found in weights/reports/ — run training/evaluate.py"
 SETS = {
@@ -272,7 +272,7 @@ def load_reports(reports_dir: Path) -> tuple[dict[str, ModelReports], list[str]]
 
 
 def load_paper_numbers(reports_dir: Path) -> dict:
-    """reports/paper.json when present and readable, else the transcription in paper_numbers.py."""
+    """reports/paper.json when present and readable, else dermcore.paper's transcription."""
     path = reports_dir / "paper.json"
     if path.is_file():
         data = _read_json(path, [])

@@ -83,10 +83,10 @@ class TrainConfig:
     cache_short_side: int = 256  # cached training photos: shorter side reduced to this, px
     batch_size: int = 32  # per process
     workers: int = 0  # DataLoader worker processes (the CPU has 2 cores: 0 or 1)
-    epochs_frozen: int = 2  # phase 1 epochs, SGDR restarting every epoch
+    epochs_frozen: int = 5  # phase 1 epochs, SGDR restarting every epoch
     cycles: tuple[int, ...] = (1, 2)  # phase 2 SGDR cycle lengths in epochs (paper: 1 2 4 ...)
     lr: float | None = None  # phase 1 head rate; None = the LR range test's suggestion
-    phase2_divisor: float = 3.0  # phase 2 head rate = phase 1 rate / this
+    phase2_divisor: float = 10.0  # phase 2 head rate = phase 1 rate / this
     lr_factors: tuple[float, ...] = DISCRIMINATIVE_FACTORS  # phase 2 group rate / head rate
     lr_min_ratio: float = 0.0  # SGDR floor as a fraction of each group's peak rate
     momentum: float = 0.9  # SGD momentum
@@ -96,7 +96,7 @@ class TrainConfig:
     lr_find_end: float = 10.0
     lr_find_iters: int = 100
     lr_find_batches: int = 30  # distinct mini-batches of the phase 1 sweep (features cached)
-    bn: str = "train"  # phase 2 BatchNorm: train (batch statistics) | frozen (see set_mode)
+    bn: str = "frozen"  # phase 2 BatchNorm: frozen (running statistics kept, see set_mode) | train
     keep: str = "best"  # best: the epoch with the best validation balanced accuracy; last
     domain_adversarial: float = 0.0  # phase 2 DANN reversal weight (dann.py); 0 = off
     split_seed: int = 0  # seeds the grouped split (shared by every model and seed)

@@ -1,21 +1,20 @@
-"""The paper's own numbers (Mishra et al. 2020), for when weights/reports/paper.json is absent.
+"""The paper's own numbers (Mishra et al. 2020), transcribed once for evaluation and the app.
 
-Same layout as training/evaluate.py's paper.json, so the Results page reads either. Every value
-is transcribed from the paper's text: Tables 3-5 and Figure 19 (ResNet-50, the authors' own data
-of East Asian volunteers; not our data, so the comparison is of trends, not of exact numbers).
+Every value comes from the paper's text (`../shared/paper/`): Tables 3-5 and Figure 19, all
+ResNet models trained on the authors' own data of East Asian volunteers. That is not our data,
+so setting our numbers beside these compares trends, not exact values.
 """
 
 from __future__ import annotations
+
+from dermcore.labels import CLASSES
 
 SOURCE = (
     "Mishra et al. 2020, Assessing Robustness of Deep learning Methods in Dermatological Workflow"
 )
 
-FIGURE19_CLASSES = [
-    "Acne", "Alopecia", "Blister", "Crust", "Erythema",
-    "Leukoderma", "Pigmented Macula", "Tumor", "Ulcer", "Wheal",
-]  # fmt: skip
-FIGURE19 = [  # rows = actual, columns = predicted; grouped SD-198, 100 per class (Wheal 71)
+FIGURE19_CLASSES = list(CLASSES)  # Figure 19 lists the classes in our order
+FIGURE19 = [  # rows = actual, columns = predicted; ResNet-50 on grouped SD-198 (100 per class, Wheal 71)
     [70, 13, 4, 5, 0, 2, 1, 5, 0, 0],
     [19, 73, 2, 1, 1, 2, 0, 2, 0, 0],
     [29, 2, 43, 9, 7, 1, 1, 7, 1, 0],
@@ -26,6 +25,20 @@ FIGURE19 = [  # rows = actual, columns = predicted; grouped SD-198, 100 per clas
     [21, 6, 30, 14, 0, 3, 8, 15, 3, 0],
     [22, 3, 15, 28, 3, 4, 1, 3, 21, 0],
     [9, 1, 20, 1, 4, 20, 13, 2, 0, 1],
+]
+
+# Table 5, with our (model, test condition) for each row in the paper's order.
+# (our model, our condition, paper's train status, paper's test status, paper's top-1 %);
+# the robust rows are ours alone (the paper has no such model).
+TABLE5_ROWS = [
+    ("clean", "clean", "Clean w/o Noise", "N.A.", 86.90),
+    ("clean", "sp_upto5", "Clean w/o Noise", "S&P Corrupted", 68.31),
+    ("clean", "blur5", "Clean w/o Noise", "Blurred", 74.85),
+    ("noise-trained", "clean", "S&P Corrupted", "Clean w/o Noise", 75.60),
+    ("noise-trained", "sp_upto5", "S&P Corrupted", "S&P Corrupted", 80.92),
+    ("robust", "clean", None, None, None),
+    ("robust", "sp_upto5", None, None, None),
+    ("robust", "blur5", None, None, None),
 ]
 
 PAPER_NUMBERS: dict = {
@@ -40,7 +53,7 @@ PAPER_NUMBERS: dict = {
         ],
     },
     "table4": {
-        "metric": "average erroneous predictions between the two labels, mean and std",
+        "metric": "average erroneous predictions between the two labels, mean and std over the ensemble",
         "rows": [
             {"a": "Ulcer", "b": "Tumor", "mean": 31.75, "std": 6.28},
             {"a": "Pigmented Macula", "b": "Erythema", "mean": 27.25, "std": 3.50},
@@ -51,11 +64,9 @@ PAPER_NUMBERS: dict = {
     "table5": {
         "model": "resnet50",
         "rows": [
-            {"train": "Clean w/o Noise", "test": "N.A.", "top1_percent": 86.90},
-            {"train": "Clean w/o Noise", "test": "S&P Corrupted", "top1_percent": 68.31},
-            {"train": "Clean w/o Noise", "test": "Blurred", "top1_percent": 74.85},
-            {"train": "S&P Corrupted", "test": "Clean w/o Noise", "top1_percent": 75.60},
-            {"train": "S&P Corrupted", "test": "S&P Corrupted", "top1_percent": 80.92},
+            {"train": train, "test": test, "top1_percent": top1}
+            for _, _, train, test, top1 in TABLE5_ROWS
+            if top1 is not None
         ],
     },
     "corruptions": {
@@ -73,14 +84,6 @@ PAPER_NUMBERS: dict = {
             "rows": "actual",
             "columns": "predicted",
         },
+        "note": "The paper's class list names Pustules, but its Table 2 and Figure 19 use Tumor.",
     },
 }
-
-# Our (model name, test condition) for each Table 5 row, in the paper's order.
-TABLE5_MAPPING = [
-    ("clean", "clean"),
-    ("clean", "sp_upto5"),
-    ("clean", "blur5"),
-    ("noise-trained", "clean"),
-    ("noise-trained", "sp_upto5"),
-]
