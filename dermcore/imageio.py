@@ -209,6 +209,13 @@ def _float_to_uint8(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(samples), 0, 255).astype(np.uint8)
 
 
+# A 12-megapixel phone photo decodes to 36 MB; twenty trainees' sessions would hold 0.7 GB of
+# pixels the model never sees (its input is 224 px). The app reduces each photo once, on upload,
+# to a working copy of at most 2048 px on its longer side (area averaging, deterministic): still
+# 9x the model's input, so "on the photo" corruptions keep their camera-like scale.
+WORKING_SIDE_PX = 2048
+
+
 def downscale_for_display(image: np.ndarray, max_side: int = 1600) -> np.ndarray:
     """uint8 HxWx3 -> uint8 HxWx3 whose longer side is at most `max_side` pixels.
 

@@ -1,7 +1,11 @@
 """Robustness curve of one photo: class probabilities against noise density and blur kernel.
 
-Every corrupted view (each density under each seed, each blur kernel) is prepared first and
-then classified in batches, so a whole curve costs about one batched pass of the model.
+Every corrupted view (each density under each seed, each blur kernel) is prepared first, from
+one resize of the photo, and then classified. On the CPU the views go through the model one at a
+time by default: EfficientNet-Lite0 costs the same CPU time per image at any batch size there,
+and batches of 8-32 were measured 1.7-2.6x *slower* on the 2-core machine, because their
+activations exceed glibc's mmap threshold and every layer maps and zeroes fresh pages
+(`benchmarks/README.md`, bench_sweep). On a GPU pass a larger `batch_size`.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def robustness_curve(
     pepper_fraction: float = 0.75,
     where: str = "input",
     progress: Callable[[float], None] | None = None,
-    batch_size: int = 32,
+    batch_size: int = 1,
 ) -> RobustnessCurve:
     """Class probabilities of one uint8 HxWx3 photo under salt-and-pepper noise (every density
     under every seed) and under Gaussian blur (every kernel), corrupted `where` as in

@@ -155,10 +155,11 @@ class CurrentPhoto:
     """The photo being studied: decoded pixels and the hash of the file's bytes (never the bytes
     themselves, never written anywhere)."""
 
-    image: np.ndarray  # uint8 HxWx3, full resolution
+    image: np.ndarray  # uint8 HxWx3, the working copy (dermcore.imageio.WORKING_SIDE_PX)
     sha256: str  # of the uploaded file's bytes; the cache key for everything derived from it
     name: str  # file name as uploaded, shown in captions only
     preview_png: bytes  # downscaled for display, encoded once rather than on every rerun
+    original_shape: tuple[int, ...]  # the decoded file's (height, width, 3)
 
 
 def photo_sha256(data: bytes) -> str:

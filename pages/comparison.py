@@ -15,6 +15,7 @@ import numpy as np
 import dermcore
 from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import METHODS, CamShift, Explanation, overlay
+from dermcore.imageio import WORKING_SIDE_PX
 
 NOTICE = "Teaching and research tool, not a diagnostic device."
 
@@ -61,6 +62,7 @@ def comparison_record(
     weights_sha256: str,
     image_sha256: str,
     image_shape: tuple[int, ...],
+    original_shape: tuple[int, ...] | None = None,
 ) -> dict:
     """Everything needed to reproduce this view exactly, and nothing of the photo but its hash."""
     classes = comparison.classes
@@ -81,7 +83,15 @@ def comparison_record(
         "dermcore_version": dermcore.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": {"name": model_name, "weights_sha256": weights_sha256},
-        "image": {"sha256": image_sha256, "height": image_shape[0], "width": image_shape[1]},
+        "image": {
+            "sha256": image_sha256,
+            "height": image_shape[0],
+            "width": image_shape[1],
+            "original_height": (original_shape or image_shape)[0],
+            "original_width": (original_shape or image_shape)[1],
+            "working_copy": "the decoded file, longer side reduced to at most "
+            f"{WORKING_SIDE_PX} px (cv2.INTER_AREA) before anything else",
+        },
         "corruption": {**comparison.spec.to_dict(), "where": comparison.where},
         "corruption_description": comparison.spec.describe(),
         "cam_method": comparison.clean.method,

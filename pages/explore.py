@@ -19,6 +19,7 @@ from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import METHODS, Explanation, Predictor, cam_shift, overlay
 from dermcore.imageio import (
     SUPPORTED_EXTENSIONS,
+    WORKING_SIDE_PX,
     ImageLoadError,
     downscale_for_display,
     encode_png,
@@ -86,7 +87,7 @@ def photo_controls() -> common.CurrentPhoto | None:
 def render_photo(photo: common.CurrentPhoto | None) -> None:
     if photo is None:
         return
-    height, width = photo.image.shape[:2]
+    height, width = photo.original_shape[:2]
     st.image(photo.preview_png, caption=f"{photo.name} · {width}×{height} px")
 
 
@@ -104,8 +105,12 @@ def _use_photo(source_id: str, name: str, read: Callable[[], bytes]) -> str:
         common.set_current_photo(None)
         return source_id
     st.session_state["explore_photo_error"] = None
+    original_shape = image.shape
+    image = downscale_for_display(image, WORKING_SIDE_PX)
     preview = encode_png(downscale_for_display(image, PREVIEW_SIDE_PX))
-    common.set_current_photo(common.CurrentPhoto(image, common.photo_sha256(data), name, preview))
+    sha256 = common.photo_sha256(data)
+    del data  # only the hash and the decoded pixels stay in the session
+    common.set_current_photo(common.CurrentPhoto(image, sha256, name, preview, original_shape))
     return source_id
 
 
@@ -389,6 +394,7 @@ def render_downloads(
         weights_sha256=card.weights_sha256,
         image_sha256=photo.sha256,
         image_shape=photo.image.shape,
+        original_shape=photo.original_shape,
     )
     # Named by hashes only: a photo's file name may name the patient.
     stem = f"derm-lab-{photo.sha256[:8]}-{card.name}"

@@ -209,6 +209,19 @@ def test_a_bad_upload_is_one_sentence_not_a_traceback(app, photo_png):
     assert [m.label for m in app.metric][0] == "Clean prediction"
 
 
+def test_a_big_photo_is_kept_as_a_working_copy_and_its_size_is_reported(app):
+    from dermcore.imageio import WORKING_SIDE_PX, encode_png
+
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 256, size=(1200, 2600, 3), dtype=np.uint8)  # wider than the cap
+    upload(app, encode_png(big), name="big.png")
+    assert not app.exception
+    photo = app.session_state["photo"]
+    assert photo.original_shape == (1200, 2600, 3)
+    assert photo.image.shape == (945, WORKING_SIDE_PX, 3)  # aspect kept, longer side capped
+    assert [m.label for m in app.metric][0] == "Clean prediction"
+
+
 def test_controls_reroll_blur_motion_and_target(app, photo_png):
     upload(app, photo_png)
     seed_before = app.number_input(key="explore_seed").value
@@ -460,7 +473,8 @@ def _comparison(tiny_weights_dir) -> Comparison:
 def test_record_reproduces_the_view_without_the_image(tiny_weights_dir):
     comparison = _comparison(tiny_weights_dir)
     record = comparison_record(
-        comparison, model_name="tiny-clean", weights_sha256="ab" * 32, image_sha256="cd" * 32, image_shape=(240, 320, 3)
+        comparison, model_name="tiny-clean", weights_sha256="ab" * 32, image_sha256="cd" * 32, image_shape=(240, 320, 3),
+        original_shape=(2400, 3200, 3),
     )  # fmt: skip
     text = json.dumps(record)
     assert len(text) < 4000  # settings and numbers, no pixels
@@ -469,7 +483,9 @@ def test_record_reproduces_the_view_without_the_image(tiny_weights_dir):
         CorruptionSpec.from_dict({k: v for k, v in record["corruption"].items() if k != "where"})
         == comparison.spec
     )
-    assert record["image"] == {"sha256": "cd" * 32, "height": 240, "width": 320}
+    image = record["image"]
+    assert (image["sha256"], image["height"], image["width"]) == ("cd" * 32, 240, 320)
+    assert (image["original_height"], image["original_width"]) == (2400, 3200)
     assert sum(record["clean"]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,17 +103,26 @@ def streamlit_server(weights_dir: Path, log_path: Path, timeout_s: float = 90) -
 
 
 @contextmanager
-def chromium_page(width: int = 1400, height: int = 1000):
+def chromium_browser(extra_args: Sequence[str] = ()):
+    """The system's Chromium, headless, driven by Playwright; yields the Browser."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args]
+        )
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(90_000)  # the first run loads torch and the model
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def chromium_page(width: int = 1400, height: int = 1000):
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(90_000)  # the first run loads torch and the model
+        yield page
 
 
 def wait_idle(page) -> None:
