@@ -24,6 +24,7 @@ from dermcore.imageio import (
     downscale_for_display,
     encode_png,
     load_image,
+    upright_size,
 )
 from pages import common
 from pages.comparison import (
@@ -99,14 +100,13 @@ def _use_photo(source_id: str, name: str, read: Callable[[], bytes]) -> str:
     st.session_state["explore_photo_source"] = source_id
     data = read()
     try:
-        image = load_image(data)
+        image = load_image(data, max_side=WORKING_SIDE_PX)
     except ImageLoadError as error:
         st.session_state["explore_photo_error"] = (source_id, str(error))
         common.set_current_photo(None)
         return source_id
     st.session_state["explore_photo_error"] = None
-    original_shape = image.shape
-    image = downscale_for_display(image, WORKING_SIDE_PX)
+    original_shape = (*upright_size(data), 3)
     preview = encode_png(downscale_for_display(image, PREVIEW_SIDE_PX))
     sha256 = common.photo_sha256(data)
     del data  # only the hash and the decoded pixels stay in the session

@@ -218,7 +218,7 @@ def test_a_big_photo_is_kept_as_a_working_copy_and_its_size_is_reported(app):
     assert not app.exception
     photo = app.session_state["photo"]
     assert photo.original_shape == (1200, 2600, 3)
-    assert photo.image.shape == (945, WORKING_SIDE_PX, 3)  # aspect kept, longer side capped
+    assert photo.image.shape == (709, WORKING_SIDE_PX, 3)  # aspect kept, longer side capped
     assert [m.label for m in app.metric][0] == "Clean prediction"
 
 

@@ -22,6 +22,7 @@ from dermcore.imageio import (
     downscale_for_display,
     encode_png,
     load_image,
+    upright_size,
 )
 
 ORIENTATION = 0x0112  # EXIF tag
@@ -125,6 +126,30 @@ DISPLAY_TRANSFORMS = {
     7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],  # transverse
     8: lambda a: np.rot90(a, k=1),  # needs 90 degrees counter-clockwise
 }
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_max_side_gives_the_downscaled_upright_photo(fmt: str, orientation: int) -> None:
+    """A JPEG takes the reduced-scale decoding path, a PNG the full one; both must match a full
+    decode followed by downscale_for_display, up to the DCT scaling's rounding."""
+    stored = np.kron(block_rgb(), np.ones((40, 40, 1), dtype=np.uint8))  # 1920x2560 px blocks
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    params = {"quality": 95} if fmt == "JPEG" else {}
+    data = encode(Image.fromarray(stored), fmt, exif=exif, **params)
+    full = load_image(data)
+    reduced = load_image(data, max_side=1000)
+    expected = downscale_for_display(full, 1000)
+    assert reduced.shape == expected.shape and max(reduced.shape[:2]) == 1000
+    assert np.abs(reduced.astype(int) - expected.astype(int)).mean() <= (2 if fmt == "JPEG" else 0)
+    assert upright_size(data) == full.shape[:2]
+    assert load_image(data, max_side=4000).shape == full.shape  # never enlarged
+
+
+def test_max_side_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_side"):
+        load_image(encode_png(random_rgb()), max_side=0)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
