@@ -459,6 +459,29 @@ def test_full_phase_has_discriminative_rates_in_the_optimizer():
 
 
 @pytest.mark.slow
+def test_lr_range_test_is_recorded_with_lr_and_changes_no_training_draw(
+    dataset_root, tmp_path, monkeypatch
+):
+    """With --lr the range test still runs (Figures 1-2), on a forked RNG: the weights equal a
+    run whose range test is replaced by one that draws nothing."""
+    args = ["--epochs-frozen", "1", "--cycles", "1", "--lr", "0.05", "--seed", "0"]
+    run_main(*run_args(dataset_root, tmp_path / "real", *args))
+    real = tmp_path / "real/runs/clean/seed0"
+    assert (real / "lr_find.png").is_file() and (real / "lr_find.csv").is_file()
+    card = json.loads((tmp_path / "real/weights/clean.json").read_text())
+    assert card["training"]["lr"]["phase1"] == 0.05 and card["training"]["lr"]["source"] == "--lr"
+    assert card["training"]["lr"]["suggested_lr"] > 0
+
+    stub = T.LRFindResult([1e-3], [1.0], [1.0], 1e-4, 1e-3, None, False)
+    monkeypatch.setattr(T, "run_lr_find", lambda *a, **k: stub)
+    monkeypatch.setattr(T, "write_lr_find", lambda *a, **k: None)
+    run_main(*run_args(dataset_root, tmp_path / "stub", *args))
+    a = torch.load(real / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "stub/runs/clean/seed0/last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
 def test_resume_continues_bit_identically_and_ships_the_median_seed(dataset_root, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     args = ["--epochs-frozen", "1", "--cycles", "1"]

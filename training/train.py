@@ -681,30 +681,36 @@ class SeedRun:
         return dann.SourceAdversary(features, allowed).to(self.device)
 
     def _choose_lr(self) -> dict:
-        """Phase 1 head rate: --lr, else the LR range test (on rank 0, broadcast to the rest);
-        phase 2 peak rates per layer group."""
+        """Phase 1 head rate: the LR range test's suggestion (run on rank 0, broadcast), or --lr
+        when given (the test still runs and is recorded, for Figures 1-2); phase 2 peak rates
+        per layer group."""
         config, info = self.config, {"phase1": self.config.lr, "source": "--lr"}
-        if config.lr is None:
-            if self.ctx.main:
-                tic = time.perf_counter()
+        if self.ctx.main:
+            tic = time.perf_counter()
+            # The test draws from a forked torch RNG (its DataLoader takes a seed from it), so
+            # training is the same whether the test chose the rate or --lr did.
+            cuda = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
                 result = run_lr_find(self.model, config, self.data, self.device, seed=self.seed)
-                self.progress.timings["lr_find"] = time.perf_counter() - tic
-                title = f"LR range test, {config.arch} head (phase 1), seed {self.seed}"
-                write_lr_find(result, self.run_dir, title=title)
-                info = {
-                    "phase1": result.suggested_lr,
-                    "source": "LR range test: min loss / 10",
-                    "min_loss_lr": result.min_loss_lr,
-                    "steepest_lr": result.steepest_lr,
-                    "diverged": result.diverged,
-                }
-                log.info(
-                    "LR range test: phase 1 rate %.3g (smoothed minimum at %.3g), %.0f s",
-                    result.suggested_lr,
-                    result.min_loss_lr,
-                    self.progress.timings["lr_find"],
-                )
-            info = self.ctx.broadcast(info)
+            self.progress.timings["lr_find"] = time.perf_counter() - tic
+            title = f"LR range test, {config.arch} head (phase 1), seed {self.seed}"
+            write_lr_find(result, self.run_dir, title=title)
+            info = {
+                "phase1": result.suggested_lr if config.lr is None else config.lr,
+                "source": "LR range test: min loss / 10" if config.lr is None else "--lr",
+                "suggested_lr": result.suggested_lr,
+                "min_loss_lr": result.min_loss_lr,
+                "steepest_lr": result.steepest_lr,
+                "diverged": result.diverged,
+            }
+            log.info(
+                "LR range test: suggests %.3g (smoothed minimum at %.3g), %.0f s; phase 1 rate %.3g",
+                result.suggested_lr,
+                result.min_loss_lr,
+                self.progress.timings["lr_find"],
+                info["phase1"],
+            )
+        info = self.ctx.broadcast(info)
         head = info["phase1"] / config.phase2_divisor
         info["phase2"] = dict(
             zip(GROUP_NAMES, discriminative_lrs(head, config.lr_factors), strict=True)
