@@ -1,0 +1,169 @@
+"""Print the README's results tables (Markdown) from the shipped cards and reports in weights/.
+
+    python training/results_table.py [--weights-dir weights]
+
+Every number comes from the model cards (`weights/<name>.json`, written by train.py) and the
+reports (`weights/reports/`, written by evaluate.py), so the README can be regenerated rather
+than retyped. The paper's numbers come from dermcore.paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: python training/results_table.py
+    sys.path.insert(0, str(REPO))
+
+from dermcore import paper  # noqa: E402
+
+MODELS = ("clean", "noise-trained", "robust")
+ROBUSTNESS = {  # report condition -> column title
+    "clean": "clean",
+    "sp_upto5": "S&P <= 5%",
+    "sp5": "S&P 5%",
+    "blur5": "blur 5x5",
+    "blur11": "blur 11x11",
+    "motion15": "motion 15 px",
+    "jpeg10": "JPEG q10",
+    "exposure0.5": "exposure x0.5",
+}
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def mean_std(card: dict, set_name: str, metric: str, scale: float = 100) -> str:
+    metrics = card["metrics"]
+    mean = metrics[f"{set_name}_mean"][metric]
+    n = len(metrics["per_seed"])
+    if n < 2:
+        return f"{scale * mean:.1f}" if scale != 1 else f"{mean:.3f}"
+    std = metrics[f"{set_name}_std"][metric]
+    if scale == 1:
+        return f"{mean:.3f} +/- {std:.3f}"
+    return f"{scale * mean:.1f} +/- {scale * std:.1f}"
+
+
+def training_table(cards: dict[str, dict]) -> list[str]:
+    rows = [
+        "| model | seeds | test top-1 % | test balanced % | test macro AUROC | SD-198 top-1 % | SD-198 balanced % | shipped seed | minutes per seed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, card in cards.items():
+        seeds = [r["seed"] for r in card["metrics"]["per_seed"]]
+        seconds = card["training"]["seconds"]
+        minutes = ", ".join(f"{seconds[str(s)]['total'] / 60:.1f}" for s in seeds)
+        rows.append(
+            f"| {name} | {' '.join(map(str, seeds))} "
+            f"| {mean_std(card, 'test', 'accuracy')} "
+            f"| {mean_std(card, 'test', 'balanced_accuracy')} "
+            f"| {mean_std(card, 'test', 'macro_auroc', 1)} "
+            f"| {mean_std(card, 'shift_sd198', 'accuracy')} "
+            f"| {mean_std(card, 'shift_sd198', 'balanced_accuracy')} "
+            f"| {card['training']['shipped_seed']} | {minutes} |"
+        )
+    return rows
+
+
+def robustness_table(reports: Path, names: list[str]) -> list[str]:
+    rows = [
+        "| model (shipped seed), set | " + " | ".join(ROBUSTNESS.values()) + " |",
+        "|---" * (len(ROBUSTNESS) + 1) + "|",
+    ]
+    for name in names:
+        for set_name in ("test", "shift_sd198"):
+            path = reports / name / f"{set_name}.json"
+            if not path.is_file():
+                continue
+            conditions = json.loads(path.read_text())["conditions"]
+            cells = [
+                pct(conditions[c]["balanced_accuracy"]) if c in conditions else "n/a"
+                for c in ROBUSTNESS
+            ]
+            rows.append(f"| {name}, {set_name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def table5(reports: Path) -> list[str]:
+    path = reports / "table5.json"
+    rows = [
+        "| our model | test condition | ours: top-1 % (balanced %) | paper (ResNet-50, its data): train / test | paper top-1 % |",
+        "|---|---|---|---|---|",
+    ]
+    for r in json.loads(path.read_text())["rows"] if path.is_file() else []:
+        theirs = (
+            f"{r['paper_train']} / {r['paper_test']}" if r["paper_train"] else "(no such model)"
+        )
+        paper_top1 = "" if r["paper_top1_percent"] is None else f"{r['paper_top1_percent']:.2f}"
+        rows.append(
+            f"| {r['model']} | {r['test_description']} "
+            f"| {r['top1_percent']:.1f} ({r['balanced_accuracy_percent']:.1f}) | {theirs} | {paper_top1} |"
+        )
+    return rows
+
+
+def table4(reports: Path, name: str = "clean", top: int = 5) -> list[str]:
+    path = reports / name / "table4.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    pairs = data["seed_pairs"] or data["pairs"]
+    rows = [
+        f"| our pairs ({name}, test, {len(data['seeds_available']) or 1} seeds) | errors: mean +/- std | paper's pairs | paper: mean +/- std |",
+        "|---|---|---|---|",
+    ]
+    theirs = paper.PAPER_NUMBERS["table4"]["rows"]
+    for i, pair in enumerate(pairs[:top]):
+        ours = (
+            f"{pair['mean']:.1f} +/- {pair['std']:.1f}" if "mean" in pair else f"{pair['errors']}"
+        )
+        p = theirs[i] if i < len(theirs) else None
+        paper_cells = f"{p['a']} - {p['b']} | {p['mean']:.2f} +/- {p['std']:.2f}" if p else " | "
+        rows.append(f"| {pair['a']} - {pair['b']} | {ours} | {paper_cells} |")
+    return rows
+
+
+def calibration(reports: Path, names: list[str]) -> list[str]:
+    rows = [
+        "| model | temperature (fitted on val) | val ECE before | val ECE after |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        path = reports / name / "summary.json"
+        if path.is_file():
+            cal = json.loads(path.read_text())["calibration"]
+            rows.append(
+                f"| {name} | {cal['temperature']:.3f} | {cal['ece_before']:.3f} | {cal['ece_after']:.3f} |"
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights-dir", type=Path, default=REPO / "weights")
+    args = parser.parse_args()
+    cards = {
+        name: json.loads((args.weights_dir / f"{name}.json").read_text())
+        for name in MODELS
+        if (args.weights_dir / f"{name}.json").is_file()
+    }
+    reports = args.weights_dir / "reports"
+    names = list(cards)
+    for title, rows in (
+        ("Training (model cards; mean +/- std over seeds, sample std)", training_table(cards)),
+        ("Balanced accuracy % under corruption (reports)", robustness_table(reports, names)),
+        ("Table 5", table5(reports)),
+        ("Table 4", table4(reports)),
+        ("Calibration (ECE on the validation split, 15 bins)", calibration(reports, names)),
+    ):
+        print(f"### {title}\n")
+        print("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
