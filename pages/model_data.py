@@ -21,11 +21,15 @@ def weights_problem(card_path: str, stamp: tuple) -> str | None:
     return None
 
 
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "n")
+
+
 def metrics_table(metrics: dict) -> pd.DataFrame | None:
-    """{split: {metric: number}} -> a table with one row per metric and one column per split.
-    Nested entries (per-class lists, per-seed records) are left to the JSON below."""
+    """{split: {metric: number}} -> a table with one row per summary metric and one column per
+    split. Everything else (per-class recall, per-seed records, bookkeeping such as the kept
+    epoch) is left to the JSON below."""
     columns = {
-        split: {name: value for name, value in values.items() if _is_number(value)}
+        split: {name: values[name] for name in SUMMARY_METRICS if _is_number(values.get(name))}
         for split, values in metrics.items()
         if isinstance(values, dict)
     }
