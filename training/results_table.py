@@ -70,6 +70,28 @@ def training_table(cards: dict[str, dict]) -> list[str]:
     return rows
 
 
+def table3(cards: dict[str, dict]) -> list[str]:
+    rows = [
+        "| architecture | top-1 %: mean +/- std over 3 trials | data |",
+        "|---|---|---|",
+    ]
+    for r in paper.PAPER_NUMBERS["table3"]["rows"]:
+        rows.append(
+            f"| {r['arch']} (paper) | {r['mean']:.1f} +/- {r['std']:.1f} | the authors' own |"
+        )
+    if "clean" in cards:
+        card = cards["clean"]
+        rows.append(
+            f"| {card['arch']} (ours, `clean`, {len(card['metrics']['per_seed'])} seeds) "
+            f"| {mean_std(card, 'test', 'accuracy')} | our test split |"
+        )
+    rows.append(
+        "| resnet34/50/101/152 (ours) | not trained: no ImageNet weights offline "
+        "(command in this README) | |"
+    )
+    return rows
+
+
 def robustness_table(reports: Path, names: list[str]) -> list[str]:
     rows = [
         "| model (shipped seed), set | " + " | ".join(ROBUSTNESS.values()) + " |",
@@ -156,6 +178,7 @@ def main() -> None:
     names = list(cards)
     for title, rows in (
         ("Training (model cards; mean +/- std over seeds, sample std)", training_table(cards)),
+        ("Table 3", table3(cards)),
         ("Balanced accuracy % under corruption (reports)", robustness_table(reports, names)),
         ("Table 5", table5(reports)),
         ("Table 4", table4(reports)),
