@@ -66,6 +66,7 @@ _TRANSPOSE_FOR_ORIENTATION = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_SWAPS_SIDES = frozenset((5, 6, 7, 8))  # orientations whose transpose swaps width and height
 
 
 class ImageLoadError(ValueError):
@@ -152,11 +153,8 @@ def upright_size(data: bytes) -> tuple[int, int]:
     For files load_image has accepted; Pillow's errors propagate for others."""
     with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as image:
         width, height = image.size
-        try:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        except Exception:  # as _upright: an unreadable EXIF block leaves the photo as stored
-            orientation = 1
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+        orientation = _orientation(image)
+    return (width, height) if orientation in _SWAPS_SIDES else (height, width)
 
 
 def _millions(count: int) -> str:
@@ -192,13 +190,17 @@ def _upright(image: Image.Image) -> Image.Image:
     """Turn the photo as its EXIF orientation (1..8) says. This is ImageOps.exif_transpose's
     table without its last step, rewriting the EXIF block: a malformed tag elsewhere in the
     block (found by fuzzing) makes that rewrite raise after the orientation was read fine."""
+    method = _TRANSPOSE_FOR_ORIENTATION.get(_orientation(image))
+    return image if method is None else image.transpose(method)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1..8); 1 (as stored) when absent or unreadable."""
     try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        return image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception as error:
         logger.warning("EXIF unreadable (%s); using the photo as stored", type(error).__name__)
-        return image
-    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
-    return image if method is None else image.transpose(method)
+        return 1
 
 
 def _to_rgb(image: Image.Image, integer_bits: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 Every corrupted view (each density under each seed, each blur kernel) is prepared first, from
 one resize of the photo, and then classified. On the CPU the views go through the model one at a
 time by default: EfficientNet-Lite0 costs the same CPU time per image at any batch size there,
-and batches of 8-32 were measured 1.7-2.6x *slower* on the 2-core machine, because their
+and batches of 8-32 were measured 1.7-2.5x *slower* on the 2-core machine, because their
 activations exceed glibc's mmap threshold and every layer maps and zeroes fresh pages
 (`benchmarks/README.md`, bench_sweep). On a GPU pass a larger `batch_size`.
 """

@@ -62,7 +62,7 @@ def comparison_record(
     weights_sha256: str,
     image_sha256: str,
     image_shape: tuple[int, ...],
-    original_shape: tuple[int, ...] | None = None,
+    original_shape: tuple[int, ...],
 ) -> dict:
     """Everything needed to reproduce this view exactly, and nothing of the photo but its hash."""
     classes = comparison.classes
@@ -87,10 +87,10 @@ def comparison_record(
             "sha256": image_sha256,
             "height": image_shape[0],
             "width": image_shape[1],
-            "original_height": (original_shape or image_shape)[0],
-            "original_width": (original_shape or image_shape)[1],
-            "working_copy": "the decoded file, longer side reduced to at most "
-            f"{WORKING_SIDE_PX} px (cv2.INTER_AREA) before anything else",
+            "original_height": original_shape[0],
+            "original_width": original_shape[1],
+            "working_copy": f"dermcore.imageio.load_image(file, max_side={WORKING_SIDE_PX}): "
+            "decoded at reduced scale where the format allows (JPEG), then area-averaged",
         },
         "corruption": {**comparison.spec.to_dict(), "where": comparison.where},
         "corruption_description": comparison.spec.describe(),

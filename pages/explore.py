@@ -108,9 +108,8 @@ def _use_photo(source_id: str, name: str, read: Callable[[], bytes]) -> str:
     st.session_state["explore_photo_error"] = None
     original_shape = (*upright_size(data), 3)
     preview = encode_png(downscale_for_display(image, PREVIEW_SIDE_PX))
-    sha256 = common.photo_sha256(data)
-    del data  # only the hash and the decoded pixels stay in the session
-    common.set_current_photo(common.CurrentPhoto(image, sha256, name, preview, original_shape))
+    photo = common.CurrentPhoto(image, common.photo_sha256(data), name, preview, original_shape)
+    common.set_current_photo(photo)
     return source_id
 
 

@@ -684,7 +684,7 @@ class SeedRun:
         """Phase 1 head rate: the LR range test's suggestion (run on rank 0, broadcast), or --lr
         when given (the test still runs and is recorded, for Figures 1-2); phase 2 peak rates
         per layer group."""
-        config, info = self.config, {"phase1": self.config.lr, "source": "--lr"}
+        config, info = self.config, {}  # filled on rank 0, then broadcast
         if self.ctx.main:
             tic = time.perf_counter()
             # The test draws from a forked torch RNG (its DataLoader takes a seed from it), so
