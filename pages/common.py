@@ -6,8 +6,6 @@ keeps the few session_state entries that cross pages (the chosen model, the curr
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import os
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ import streamlit as st
 
 from dermcore.checkpoint import CheckpointError, ModelCard, list_cards, read_card
 from dermcore.explain import Predictor
+from dermcore.malloc import fix_mmap_threshold
 from pages.comparison import NOTICE as NOTICE  # re-exported for app.py
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -27,26 +26,7 @@ PEPPER_FRACTIONS = {1.0: "black only", 0.75: "3:1", 0.5: "1:1", 0.25: "1:3", 0.0
 PHOTO_KEY = "photo"  # the current CurrentPhoto, set by Explore and read by Robustness curve
 
 
-# glibc's malloc raises its mmap threshold (up to 32 MB) each time a big buffer is freed, after
-# which decoded photos, resized copies and PNGs of one upload are carved from the heap of the
-# session thread's arena and kept there once freed; every session runs in its own thread, so
-# twenty sessions kept ~37 MB each that no one referenced (benchmarks/bench_memory.py). A fixed
-# threshold sends every buffer of 4 MB or more straight to mmap and back to the system on free.
-# The model's own batch-1 activations stay mostly below it (the largest is 4.8 MB).
-M_MMAP_THRESHOLD = -3  # mallopt parameter number, <malloc.h>
-MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
-
-
-def fix_mmap_threshold() -> bool:
-    """mallopt(M_MMAP_THRESHOLD, 4 MB) where the C library is glibc; True when it took."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-
-
+# Return freed photo buffers to the system (why: dermcore/malloc.py).
 fix_mmap_threshold()  # once per process, when the first page imports this module
 
 

@@ -25,7 +25,7 @@ from dermcore.preprocessing import Preprocessing
 from training import dann, report
 from training import data as D
 from training import train as T
-from training.augment import AugmentConfig, augment, robust_spec
+from training.augment import AugmentConfig, augment, corrupt_for_training, robust_spec
 from training.lr_find import lr_find
 from training.schedules import (
     cycle_lengths,
@@ -260,13 +260,32 @@ def test_sp_training_corruption_sets_black_and_white_pixels():
 
 
 def test_robust_specs_stay_in_their_ranges():
-    specs = [robust_spec(np.random.default_rng(i)) for i in range(200)]
-    for spec in specs:
-        assert spec.noise_density <= 0.05 and spec.blur_kernel in (1, 3, 5, 7, 9, 11)
+    specs = [robust_spec(np.random.default_rng(i), noise=i % 2 == 0) for i in range(400)]
+    for i, spec in enumerate(specs):
+        assert spec.blur_kernel in (1, 3, 5, 7, 9, 11)
         assert spec.motion_length_px == 0 or 5 <= spec.motion_length_px <= 25
         assert spec.jpeg_quality is None or 10 <= spec.jpeg_quality <= 90
         assert 0.5 <= spec.exposure <= 1.8
+        if i % 2 == 0:
+            assert 0 <= spec.noise_density <= 0.06
+        else:  # no noise, and at least one other corruption
+            assert spec.noise_density == 0 and not spec.is_identity
     assert {s.blur_kernel > 1 for s in specs} == {True, False}
+    noisy = [s for s in specs[::2]]
+    assert max(s.noise_density for s in noisy) > 0.05  # the range reaches past the paper's 5%
+
+
+def test_robust_mix_is_a_third_clean_a_third_noisy():
+    grey = np.full((32, 32, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    kinds = []
+    for _ in range(600):
+        out = corrupt_for_training(grey, "robust", rng)
+        extreme = np.all(out == 0, axis=2) | np.all(out == 255, axis=2)
+        kinds.append("clean" if out is grey else "noise" if extreme.any() else "other")
+    shares = {k: kinds.count(k) / len(kinds) for k in ("clean", "noise", "other")}
+    for share in shares.values():
+        assert abs(share - 1 / 3) < 0.06, shares
 
 
 def test_cache_matches_the_app_preprocessing_and_is_reused(dataset_root, tmp_path):
@@ -674,3 +693,23 @@ def test_frozen_batchnorm_in_phase_two_keeps_running_stats_but_learns_affine():
     assert torch.equal(after["bn2.running_mean"], before["bn2.running_mean"])
     assert not torch.equal(after["bn2.weight"], before["bn2.weight"])
     assert not torch.equal(after["conv_stem.weight"], before["conv_stem.weight"])
+
+
+# --- WiSE-FT ----------------------------------------------------------------------------------
+
+
+def test_wise_ft_interpolates_floats_and_keeps_integer_buffers():
+    from training.wise_ft import interpolate
+
+    torch.manual_seed(0)
+    probe = {"w": torch.randn(3, 4), "bn.num_batches_tracked": torch.tensor(0)}
+    tuned = {"w": torch.randn(3, 4), "bn.num_batches_tracked": torch.tensor(7)}
+    assert torch.equal(interpolate(probe, tuned, 0.0)["w"], probe["w"])
+    assert torch.equal(interpolate(probe, tuned, 1.0)["w"], tuned["w"])
+    half = interpolate(probe, tuned, 0.5)
+    assert torch.allclose(half["w"], (probe["w"] + tuned["w"]) / 2)
+    assert half["bn.num_batches_tracked"].item() == 7
+    with pytest.raises(ValueError, match="different keys"):
+        interpolate({"w": probe["w"]}, tuned, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        interpolate({**probe, "w": torch.zeros(4, 3)}, tuned, 0.5)

@@ -56,6 +56,7 @@ from dermcore.checkpoint import (  # noqa: E402
 from dermcore.corruptions import CorruptionSpec, apply_corruption  # noqa: E402
 from dermcore.explain import Predictor, cam_shift  # noqa: E402
 from dermcore.imageio import load_image  # noqa: E402
+from dermcore.malloc import keep_freed_memory  # noqa: E402
 from dermcore.preprocessing import Preprocessing  # noqa: E402
 from training import metrics  # noqa: E402
 
@@ -864,6 +865,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict[str, ModelResult]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    keep_freed_memory()  # batch-64 activations reuse freed memory (dermcore/malloc.py)
     if args.data_root is None:
         raise DataError("No --data-root given and ../shared/data/train does not exist.")
     args.split = args.split or args.weights_dir / "split.json"

@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: `python training
 # ruff: noqa: E402
 from dermcore.checkpoint import read_card, save_checkpoint
 from dermcore.labels import CLASSES, NUM_CLASSES
+from dermcore.malloc import keep_freed_memory
 from dermcore.models import (
     ARCHITECTURES,
     DEFAULT_ARCH,
@@ -1131,6 +1132,7 @@ def main(args: argparse.Namespace) -> Path | None:
     """Train every seed and ship the median-validation seed; returns the shipped card's path
     (None on ranks other than 0 and when stopped early)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    keep_freed_memory()  # ~2x faster steps on CPU: no mmap/munmap per activation (malloc.py)
     config = config_from_args(args)
     ctx = setup_distributed(args.device)
     device = resolve_device(args.device, ctx)

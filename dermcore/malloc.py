@@ -1,0 +1,50 @@
+"""glibc malloc settings for the two kinds of process this project runs (no-ops elsewhere).
+
+The app (many sessions, one thread each, small batch-1 activations) wants freed photo buffers
+returned to the system; the batch jobs (training, evaluation: one thread of work, activations of
+tens to hundreds of MB per batch) want them kept. glibc does neither by default:
+
+* App, `fix_mmap_threshold()`: glibc raises its mmap threshold (up to 32 MB) each time a big
+  buffer is freed, after which decoded photos, resized copies and PNGs of one upload are carved
+  from the heap of the session thread's arena and kept there once freed; twenty sessions kept
+  ~37 MB each that no one referenced (benchmarks/bench_memory.py). A fixed 4 MB threshold sends
+  every buffer of 4 MB or more straight to mmap and back to the system on free. The model's own
+  batch-1 activations stay mostly below it (the largest is 4.8 MB).
+* Batch jobs, `keep_freed_memory()`: an activation over the threshold (the first convolution's
+  output for 32 images at 192 px is 37 MB) is mapped fresh and unmapped on free, so every step
+  page-faults and zeroes gigabytes and the training shows ~100% system time in `top`. With mmap
+  off and trimming off, freed memory is reused: a training step is 1.7x (full network) to 2.2x
+  (head only) faster on the 2-core CPU (benchmarks/bench_train_step.py). The heap then stays at
+  the job's peak, which is the point.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, <malloc.h>
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+APP_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's mallopt; False where the C library is not glibc (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    function.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(function(param, value))
+
+
+def fix_mmap_threshold(threshold: int = APP_MMAP_THRESHOLD_BYTES) -> bool:
+    """For the app: buffers of `threshold` bytes or more go to mmap and back on free."""
+    return mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def keep_freed_memory() -> bool:
+    """For training and evaluation: no mmap, no trimming; freed memory is reused."""
+    return mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
