@@ -59,6 +59,9 @@ class SetReport:
     conditions: dict[str, ConditionResult]
     sweeps: dict[str, list[str]]  # family -> condition names, mildest first, "clean" included
     calibration: dict
+    # per source condition (e.g. SD-198 "Angioma"), clean photos: label, n_images, recall,
+    # predicted {class: count}; empty for reports written before session 3
+    by_condition: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,7 +194,31 @@ def parse_set_report(raw: dict, model: str, dataset: str) -> SetReport:
         conditions=conditions,
         sweeps={f: names for f, names in sweeps.items() if names},
         calibration=raw.get("calibration") if isinstance(raw.get("calibration"), dict) else {},
+        by_condition=_by_condition(raw.get("clean_by_condition")),
     )
+
+
+def _by_condition(raw: object) -> dict[str, dict]:
+    """The well-formed entries of a report's clean_by_condition; anything else is skipped."""
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("predicted"), dict):
+            continue
+        n_images, recall = entry.get("n_images"), _number(entry.get("recall"))
+        if not isinstance(n_images, int) or recall is None:
+            continue
+        predicted = {
+            str(k): v for k, v in entry["predicted"].items() if isinstance(v, int) and v > 0
+        }
+        out[str(name)] = {
+            "label": str(entry.get("label", "")),
+            "n_images": n_images,
+            "recall": recall,
+            "predicted": predicted,
+        }
+    return out
 
 
 def _read_json(path: Path, problems: list[str]) -> dict | None:

@@ -219,6 +219,32 @@ def render_confusion(report: SetReport, condition: ConditionResult, paper: dict)
         )
 
 
+def render_by_condition(report: SetReport) -> None:
+    """SD-198 recall per source condition: which diseases under one of our labels fail."""
+    if not report.by_condition:
+        return
+    rows = []
+    for name, entry in sorted(report.by_condition.items(), key=lambda kv: kv[1]["recall"]):
+        top = sorted(entry["predicted"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        rows.append(
+            {
+                "SD-198 condition": name.replace("_", " "),
+                "our label": entry["label"],
+                "photos": entry["n_images"],
+                "recall %": round(100 * entry["recall"], 1),
+                "the model answered": ", ".join(f"{label} ({n})" for label, n in top),
+            }
+        )
+    st.markdown("**By SD-198 condition (clean photos)**")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption(
+        "One of our labels gathers several SD-198 diseases. Some never appear in our training "
+        "data under that label (Angioma and Dermatofibroma under Tumor, Rosacea under Erythema); "
+        "others do (Cellulitis, Keloid), but from other photographers. A low recall on the "
+        "second kind is the source-style problem; on the first it is a new disease."
+    )
+
+
 def render_roc(report: SetReport, condition: ConditionResult) -> None:
     figure = go.Figure()
     auroc = condition.per_class.get("auroc", [])
@@ -523,6 +549,8 @@ if report.n_images:
 tabs = st.tabs(["Confusion matrix", "ROC", "Accuracy vs severity", "Calibration", "Confused pairs", "Training", "Explanation drift", "The paper"])  # fmt: skip
 with tabs[0]:
     render_confusion(report, condition, paper)
+    if report.dataset.startswith("shift_sd198"):
+        render_by_condition(report)
 with tabs[1]:
     render_roc(report, condition)
 with tabs[2]:

@@ -375,6 +375,12 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         for dataset in ("test", "shift_sd198"):
             report = _fake_set_report(rng, model, dataset)
+            if dataset == "shift_sd198" and model == "clean":
+                report["clean_by_condition"] = {
+                    "Angioma": {"label": "Tumor", "n_images": 32, "recall": 0.0625,
+                                "predicted": {"Pigmented Macula": 20, "Acne": 10, "Tumor": 2}},
+                    "Keloid": {"label": "Tumor", "n_images": 30, "recall": "bad"},  # skipped
+                }  # fmt: skip
             if model == "noise-trained":
                 del report["sweeps"]  # derived from families and severities instead
             (folder / f"{dataset}.json").write_text(json.dumps(report))
@@ -415,6 +421,11 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert not at.exception
     charts = [e.proto.id for e in at.get("plotly_chart")]
     assert any("results_confusion_paper" in c for c in charts)  # Figure 19 beside ours
+    frames = [d.value for d in at.dataframe]
+    (by_condition,) = [f for f in frames if "SD-198 condition" in f.columns]
+    assert list(by_condition["SD-198 condition"]) == ["Angioma"]
+    assert by_condition["the model answered"][0] == "Pigmented Macula (20), Acne (10), Tumor (2)"
+    assert by_condition["recall %"][0] == 6.2
     at.segmented_control(key="results_headline_metric").set_value("balanced_accuracy").run()
     at.selectbox(key="results_model").set_value("noise-trained").run()
     at.segmented_control(key="results_severity_metric").set_value("flip_rate").run()

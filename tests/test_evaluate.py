@@ -171,7 +171,8 @@ def _write_set(root, rng, labels, shift=False):
         assert ok
         (root / path).write_bytes(encoded.tobytes())
         row = {"path": path, "label": name, "source": f"src{label % 3}", "group": f"g{i}",
-               "sha256": hashlib.sha256(encoded.tobytes()).hexdigest()}  # fmt: skip
+               "sha256": hashlib.sha256(encoded.tobytes()).hexdigest(),
+               "condition": f"{name}-{'ab'[i % 2]}"}  # fmt: skip
         if shift:
             row["table2"] = "yes" if i % 3 else "no"
         rows.append(row)
@@ -283,6 +284,22 @@ def test_reports_hold_every_condition_with_consistent_metrics(two_runs):
     assert (strict["n_images"], lenient["n_images"]) == (6, 9)  # table2=yes rows, all rows
     absent = [k for k, name in enumerate(CLASSES) if name not in SHIFT_LABELS]
     assert all(strict["conditions"]["clean"]["per_class"]["auroc"][k] is None for k in absent)
+
+
+def test_clean_results_by_source_condition_add_up(two_runs):
+    first, _, _ = two_runs
+    for stem, n in (("test", 10), ("shift_sd198_lenient", 9)):
+        report = json.loads((first / "clean" / f"{stem}.json").read_text())
+        by_condition = report["clean_by_condition"]
+        assert sum(c["n_images"] for c in by_condition.values()) == n
+        correct = 0
+        for name, entry in by_condition.items():
+            assert name.startswith(entry["label"])  # the fixture names conditions <label>-a/b
+            assert sum(entry["predicted"].values()) == entry["n_images"]
+            hits = entry["predicted"].get(entry["label"], 0)
+            assert entry["recall"] == pytest.approx(hits / entry["n_images"], abs=1e-6)
+            correct += hits
+        assert correct / n == pytest.approx(report["conditions"]["clean"]["top1"], abs=1e-6)
 
 
 def test_calibration_goes_into_the_card_and_leaves_the_weights_alone(two_runs, workspace):

@@ -186,6 +186,7 @@ class ImageSet:
     sources: list[str]
     images: np.ndarray  # uint8 (N, S, S, 3) at the model input size
     table2: np.ndarray | None = None  # bool (N,): the row's condition is in the paper's Table 2
+    conditions: list[str] = field(default_factory=list)  # the source's own class name per row
 
 
 def read_split(path: Path) -> dict[str, list[dict]]:
@@ -241,6 +242,7 @@ def load_set(
         sources=[row.get("source", "") for row in rows],
         images=images,
         table2=None if None in table2 else np.array([v == "yes" for v in table2], dtype=bool),
+        conditions=[row.get("condition", "") for row in rows],
     )
 
 
@@ -252,6 +254,7 @@ def subset(image_set: ImageSet, mask: np.ndarray, name: str) -> ImageSet:
         sources=[s for s, keep in zip(image_set.sources, mask, strict=True) if keep],
         images=image_set.images[mask],
         table2=None if image_set.table2 is None else image_set.table2[mask],
+        conditions=[c for c, keep in zip(image_set.conditions, mask, strict=True) if keep],
     )
 
 
@@ -398,7 +401,30 @@ def set_report(
             for c in conditions
         },
         "sweeps": {family: sweep_points(family, names) for family in SWEEPS},
+        "clean_by_condition": by_condition(
+            image_set.labels, logits["clean"].argmax(axis=1), image_set.conditions, classes
+        ),
     }
+
+
+def by_condition(
+    labels: np.ndarray, predictions: np.ndarray, conditions: Sequence[str], classes: Sequence[str]
+) -> dict:
+    """Per source condition (the manifest's own class name, e.g. SD-198 'Angioma' under Tumor):
+    its label, image count, recall and what the model answered. Separates a condition the
+    training set never shows from a source style the model never saw."""
+    out = {}
+    for name in sorted(set(conditions)):
+        rows = np.array([c == name for c in conditions])
+        answered = np.bincount(predictions[rows], minlength=len(classes))
+        label = int(np.bincount(labels[rows]).argmax())
+        out[name] = {
+            "label": classes[label],
+            "n_images": int(rows.sum()),
+            "recall": float((predictions[rows] == labels[rows]).mean()),
+            "predicted": {classes[k]: int(n) for k, n in enumerate(answered) if n},
+        }
+    return out
 
 
 # --- calibration, confusions, drift, training curves -------------------------------------------

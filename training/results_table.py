@@ -165,6 +165,36 @@ def calibration(reports: Path, names: list[str]) -> list[str]:
     return rows
 
 
+def sd198_conditions(reports: Path, names: list[str]) -> list[str]:
+    """Recall per SD-198 condition on clean photos (every row, lenient ones included), and the
+    shipped clean model's most frequent answers."""
+    by_model = {}
+    for name in names:
+        path = reports / name / "shift_sd198_lenient.json"
+        if path.is_file():
+            by_model[name] = json.loads(path.read_text()).get("clean_by_condition", {})
+    if not by_model.get("clean"):
+        return ["(no clean_by_condition in the reports: rerun training/evaluate.py)"]
+    rows = [
+        "| SD-198 condition | our label | Table 2 | images | "
+        + " | ".join(f"{m} recall %" for m in by_model)
+        + " | clean answered (top 3) |",
+        "|---|---|---|---|" + "---|" * len(by_model) + "---|",
+    ]
+    strict = reports / "clean" / "shift_sd198.json"
+    table2 = set(json.loads(strict.read_text()).get("clean_by_condition", {}))
+    for condition, entry in by_model["clean"].items():
+        recalls = " | ".join(pct(m.get(condition, {}).get("recall")) for m in by_model.values())
+        top = sorted(entry["predicted"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        answered = ", ".join(f"{label} {n}" for label, n in top)
+        rows.append(
+            f"| {condition.replace('_', ' ')} | {entry['label']} | "
+            f"{'yes' if condition in table2 else 'no'} | {entry['n_images']} | {recalls} | "
+            f"{answered} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights-dir", type=Path, default=REPO / "weights")
@@ -183,6 +213,7 @@ def main() -> None:
         ("Table 5", table5(reports)),
         ("Table 4", table4(reports)),
         ("Calibration (ECE on the validation split, 15 bins)", calibration(reports, names)),
+        ("SD-198 by condition (clean photos)", sd198_conditions(reports, names)),
     ):
         print(f"### {title}\n")
         print("\n".join(rows) + "\n")
