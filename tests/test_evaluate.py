@@ -192,6 +192,7 @@ def workspace(tmp_path_factory):
     for folder in (data, shift, weights):
         folder.mkdir()
     rows = _write_set(data, rng, np.arange(20) % C)
+    rows = [{k: v for k, v in row.items() if k != "condition"} for row in rows]  # as split.json
     split = {"splits": {"train": [], "val": rows[:10], "test": rows[10:]}}
     (weights / "split.json").write_text(json.dumps(split))
     shift_labels = [CLASSES.index(SHIFT_LABELS[i % 5]) for i in range(9)]

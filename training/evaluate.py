@@ -414,6 +414,8 @@ def by_condition(
     its label, image count, recall and what the model answered. Separates a condition the
     training set never shows from a source style the model never saw."""
     out = {}
+    if not any(conditions):  # a manifest without a condition column
+        return out
     for name in sorted(set(conditions)):
         rows = np.array([c == name for c in conditions])
         answered = np.bincount(predictions[rows], minlength=len(classes))
@@ -693,8 +695,15 @@ def load_sets(
     args: argparse.Namespace, split: dict, classes: Sequence[str], prep: Preprocessing
 ) -> tuple[ImageSet, list[ImageSet]]:
     """(validation set, [test set, SD-198 set if --shift-root]) decoded at prep's input size."""
-    val = load_set("val", args.data_root, split["val"][: args.limit], classes, prep)
-    sets = [load_set("test", args.data_root, split["test"][: args.limit], classes, prep)]
+    # the split file lists path, label, source and group; the source's own condition name
+    # (for clean_by_condition) is in the manifest
+    condition = {row["path"]: row.get("condition", "") for row in read_manifest(args.data_root)}
+
+    def rows(name: str) -> list[dict]:
+        return [{**r, "condition": condition.get(r["path"], "")} for r in split[name][: args.limit]]
+
+    val = load_set("val", args.data_root, rows("val"), classes, prep)
+    sets = [load_set("test", args.data_root, rows("test"), classes, prep)]
     if args.shift_root is not None:
         rows = read_manifest(args.shift_root)[: args.limit]
         sets.append(load_set("shift_sd198", args.shift_root, rows, classes, prep))
