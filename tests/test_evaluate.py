@@ -372,3 +372,25 @@ def test_per_image_corruption_ignores_batching_and_leaves_input_alone():
     }
     assert angles["motion5"] == angles["motion25"]
     assert isinstance(evaluate.CONDITIONS["sp5"].spec, CorruptionSpec)
+
+
+def test_val_select_scores_the_validation_split_clean_first(workspace, capsys):
+    from training import val_select
+
+    args = val_select.get_args_parser().parse_args(
+        [str(workspace["card"]), "--data-root", str(workspace["data"]),
+         "--split", str(workspace["weights"] / "split.json"), "--conditions", "sp5", "blur5"]
+    )  # fmt: skip
+    (result,) = val_select.main(args).values()
+    assert list(result) == ["clean", "sp5", "blur5"]
+    model, card = load_checkpoint(workspace["card"])
+    split = json.loads((workspace["weights"] / "split.json").read_text())["splits"]
+    val = evaluate.load_set(
+        "val", workspace["data"], split["val"], card.classes, card.get_preprocessing()
+    )
+    predictor = evaluate.batch_predictor(model, card.arch, card.get_preprocessing(), card.classes)
+    predictions = predictor.predict_logits(val.images, 8).argmax(1)
+    expected = metrics.balanced_accuracy(val.labels, predictions, len(card.classes))
+    assert result["clean"][0] == pytest.approx(expected)
+    assert result["clean"][1] == pytest.approx(metrics.accuracy(val.labels, predictions))
+    assert "10 images" in capsys.readouterr().out

@@ -705,8 +705,8 @@ def load_sets(
     val = load_set("val", args.data_root, rows("val"), classes, prep)
     sets = [load_set("test", args.data_root, rows("test"), classes, prep)]
     if args.shift_root is not None:
-        rows = read_manifest(args.shift_root)[: args.limit]
-        sets.append(load_set("shift_sd198", args.shift_root, rows, classes, prep))
+        shift_rows = read_manifest(args.shift_root)[: args.limit]
+        sets.append(load_set("shift_sd198", args.shift_root, shift_rows, classes, prep))
     return val, sets
 
 

@@ -3,7 +3,7 @@ choice is made on. Never the test split, never SD-198 (those are reported once, 
 
     python training/val_select.py runs/robust/seed0/robust.json runs/exp/robust2_w/robust2.json
 
-Prints balanced accuracy (and top-1) per condition and the change from clean, one row per card.
+Prints balanced accuracy per condition and its change from clean, one row per card.
 The corruptions are the evaluation's own conditions with its per-image seeds, applied at the
 model input resolution.
 """
@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from dermcore.checkpoint import load_checkpoint  # noqa: E402
+from dermcore.malloc import keep_freed_memory  # noqa: E402
 from training import metrics  # noqa: E402
 from training.evaluate import (  # noqa: E402
     CONDITIONS,
@@ -54,7 +55,9 @@ def score(card_path: Path, args: argparse.Namespace, split: dict, decoded: dict)
     return out
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> dict[str, dict]:
+    keep_freed_memory()  # as evaluate.py: batch-64 activations reuse freed memory
+    args.conditions = ["clean", *[c for c in args.conditions if c != "clean"]]
     split = read_split(args.split)
     decoded: dict = {}
     rows = {str(path): score(path, args, split, decoded) for path in args.cards}
@@ -68,6 +71,7 @@ def main(args: argparse.Namespace) -> None:
             for c, (bal, _) in result.items()
         ]
         print(f"{path:<{width}}" + "".join(f"{cell:>16}" for cell in cells))
+    return rows
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -88,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONDITIONS,
         choices=list(CONDITIONS),
         metavar="NAME",
-        help="evaluation conditions; clean first",
+        help="evaluation conditions (clean is always added, first)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the per-image corruptions")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
@@ -96,7 +100,4 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    parsed = get_args_parser().parse_args()
-    if parsed.conditions[0] != "clean":
-        parsed.conditions = ["clean", *[c for c in parsed.conditions if c != "clean"]]
-    main(parsed)
+    main(get_args_parser().parse_args())
