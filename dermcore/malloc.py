@@ -13,8 +13,8 @@ tens to hundreds of MB per batch) want them kept. glibc does neither by default:
 * Batch jobs, `keep_freed_memory()`: an activation over the threshold (the first convolution's
   output for 32 images at 192 px is 37 MB) is mapped fresh and unmapped on free, so every step
   page-faults and zeroes gigabytes and the training shows ~100% system time in `top`. With mmap
-  off and trimming off, freed memory is reused: a training step is 1.7x (full network) to 2.2x
-  (head only) faster on the 2-core CPU (benchmarks/bench_train_step.py). The heap then stays at
+  off and trimming off, freed memory is reused: a training step is 1.65x (full network) to
+  2.04x (head only) faster on the 2-core CPU (benchmarks/bench_train_step.py, README there). The heap then stays at
   the job's peak, which is the point.
 """
 

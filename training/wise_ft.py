@@ -32,6 +32,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from dermcore.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from training.train import load_state  # noqa: E402
 
 
 def interpolate(probe: dict, finetuned: dict, alpha: float) -> dict:
@@ -51,7 +52,7 @@ def interpolate(probe: dict, finetuned: dict, alpha: float) -> dict:
 def main(args: argparse.Namespace) -> list[Path]:
     model, card = load_checkpoint(args.finetuned)
     finetuned = {k: v.clone() for k, v in model.state_dict().items()}
-    state = torch.load(args.probe, map_location="cpu", weights_only=False)
+    state = load_state(args.probe)
     if state.get("phase") != "frozen":
         raise ValueError(f"{args.probe} is not a phase-1 (frozen backbone) checkpoint")
     written = []
