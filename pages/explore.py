@@ -438,6 +438,8 @@ def comparison_panel(
     with st.spinner("Explaining…"):
         comparison = compare(entry, predictor, photo, settings)
     render_callout(comparison)
+    if predictor.preprocessing.impulse_filter and settings.spec.noise_density > 0:
+        st.caption(common.IMPULSE_FILTER_NOTE)
     render_views(comparison, settings.alpha)
     render_predictions(comparison)
     render_downloads(comparison, entry, photo, settings.alpha)

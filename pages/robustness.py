@@ -183,6 +183,8 @@ if photo is None:
     st.stop()
 n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
 st.caption(f"Photo: {photo.name} · model: {entry.label}")
+if predictor.preprocessing.impulse_filter:
+    st.caption(common.IMPULSE_FILTER_NOTE)
 n_views = 1 + n_seeds * len(DEFAULT_DENSITIES) + len(DEFAULT_KERNELS)
 bar = st.progress(0.0, text=f"Corrupting and classifying {n_views} views…")
 curve = compute_curve(

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import plotly.io
 import pytest
-from conftest import lesion_photo
+from conftest import lesion_photo, write_tiny_checkpoints
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from dermcore.checkpoint import load_checkpoint, save_checkpoint
 from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import Predictor, cam_shift
 from pages.comparison import (
@@ -139,6 +140,29 @@ def test_noise_changes_the_corrupted_probabilities_only(app, photo_png):
         "Corrupted prediction",
         "Hot-spot overlap",
     ]
+
+
+def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_path, monkeypatch):
+    """Two cards over the same weights, one with the impulse filter in its preset: noise moves
+    the filtered model's probabilities far less, and the page says why."""
+    model, card = load_checkpoint(write_tiny_checkpoints(tmp_path / "src")[0])
+    for name, impulse_filter in (("a-plain", False), ("b-filter", True)):
+        card.name, card.title = name, f"{name} (test fixture)"
+        card.preprocessing = {**card.preprocessing, "impulse_filter": impulse_filter}
+        save_checkpoint(model, card, tmp_path)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), photo_png)
+    at.slider(key="explore_noise").set_value(5.0).run()
+    shifts = []
+    for index in (0, 1):
+        at.sidebar.selectbox(key="sidebar_model").select_index(index).run()
+        assert not at.exception
+        _, clean, corrupted = chart_probabilities(at)
+        shifts.append(np.abs(corrupted - clean).sum())
+        noted = any("median" in t for t in texts(at.caption))
+        assert noted == (index == 1)
+    assert shifts[1] < shifts[0] / 3, shifts
 
 
 def _flip_cases(tiny_weights_dir) -> tuple[float, float]:

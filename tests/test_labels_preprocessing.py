@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from dermcore.corruptions import salt_and_pepper
 from dermcore.labels import CLASSES, DESCRIPTIONS, NUM_CLASSES, class_index
 from dermcore.models import ARCHITECTURES
-from dermcore.preprocessing import Preprocessing
+from dermcore.preprocessing import Preprocessing, remove_impulses
 
 
 def test_classes_fixed_order_with_descriptions():
@@ -58,3 +59,48 @@ def test_presets_round_trip_and_are_defined_per_arch():
         assert Preprocessing.from_dict(spec.preprocessing.to_dict()) == spec.preprocessing
     with pytest.raises(ValueError):
         Preprocessing(input_size=224, resize_size=200)
+
+
+def _smooth_image(size: int = 64) -> np.ndarray:
+    """A gradient with no pure black or white pixel: values 40..215."""
+    ramp = np.linspace(40, 215, size)
+    return np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 128), -1).astype(np.uint8)
+
+
+def test_remove_impulses_undoes_salt_and_pepper_and_touches_nothing_else():
+    image = _smooth_image()
+    noisy = salt_and_pepper(image, 0.05, 0.75, rng=np.random.default_rng(0))
+    impulses = np.all(noisy == 0, axis=-1) | np.all(noisy == 255, axis=-1)
+    assert impulses.sum() == round(0.05 * 64 * 64)
+    batch = np.stack([noisy, image])
+    before = batch.copy()
+    out = remove_impulses(batch)
+    np.testing.assert_array_equal(batch, before)  # input never mutated
+    np.testing.assert_array_equal(out[0][~impulses], noisy[~impulses])  # only impulses change
+    np.testing.assert_array_equal(out[1], image)  # a clean image passes through
+    error = np.abs(out[0].astype(int) - image).max(-1)
+    assert error[impulses].mean() < 5 < np.abs(noisy.astype(int) - image).max(-1)[impulses].mean()
+
+
+def test_remove_impulses_keeps_black_borders_and_highlights():
+    image = _smooth_image()
+    image[:, :10] = 0  # a dermoscope's black vignette
+    image[30:36, 30:36] = 255  # a blown highlight
+    out = remove_impulses(image[None])[0]
+    np.testing.assert_array_equal(out[:, :9], 0)  # inside the border the median is black
+    np.testing.assert_array_equal(out[31:35, 31:35], 255)
+    with pytest.raises(ValueError):
+        remove_impulses(image)  # one image without its batch axis
+
+
+def test_impulse_filter_runs_inside_to_tensor_and_round_trips():
+    noisy = salt_and_pepper(_smooth_image(), 0.05, 0.75, rng=np.random.default_rng(1))
+    plain = Preprocessing(64, 64)
+    filtered = Preprocessing(64, 64, impulse_filter=True)
+    torch.testing.assert_close(
+        filtered.to_tensor(noisy), plain.to_tensor(remove_impulses(noisy[None]))
+    )
+    assert not torch.equal(filtered.to_tensor(noisy), plain.to_tensor(noisy))
+    assert Preprocessing.from_dict(filtered.to_dict()) == filtered
+    older_card = {k: v for k, v in filtered.to_dict().items() if k != "impulse_filter"}
+    assert Preprocessing.from_dict(older_card) == plain

@@ -275,17 +275,37 @@ def test_robust_specs_stay_in_their_ranges():
     assert max(s.noise_density for s in noisy) > 0.05  # the range reaches past the paper's 5%
 
 
-def test_robust_mix_is_a_third_clean_a_third_noisy():
+@pytest.mark.parametrize("clean_share", [1 / 3, 2 / 3])
+def test_robust_mix_splits_the_corrupted_share_between_noise_and_the_rest(clean_share):
     grey = np.full((32, 32, 3), 128, np.uint8)
     rng = np.random.default_rng(0)
     kinds = []
     for _ in range(600):
-        out = corrupt_for_training(grey, "robust", rng)
+        out = corrupt_for_training(grey, "robust", rng, clean_share)
         extreme = np.all(out == 0, axis=2) | np.all(out == 255, axis=2)
         kinds.append("clean" if out is grey else "noise" if extreme.any() else "other")
     shares = {k: kinds.count(k) / len(kinds) for k in ("clean", "noise", "other")}
-    for share in shares.values():
-        assert abs(share - 1 / 3) < 0.06, shares
+    expected = {
+        "clean": clean_share,
+        "noise": (1 - clean_share) / 2,
+        "other": (1 - clean_share) / 2,
+    }
+    for kind, share in shares.items():
+        assert abs(share - expected[kind]) < 0.06, shares
+
+
+def test_robust_name_turns_the_impulse_filter_on_and_the_card_preset_carries_it():
+    parse = lambda *a: T.config_from_args(T.get_args_parser().parse_args(list(a)))  # noqa: E731
+    robust, clean = parse("--name", "robust"), parse("--name", "clean")
+    assert robust.impulse_filter and robust.preprocessing().impulse_filter
+    assert not clean.impulse_filter and not clean.preprocessing().impulse_filter
+    assert not parse("--name", "robust", "--no-impulse-filter").impulse_filter
+    assert parse("--name", "x", "--impulse-filter", "--input-size", "64").preprocessing() == (
+        Preprocessing(64, 64, impulse_filter=True)
+    )
+    assert parse("--robust-clean-share", "0.5").robust_clean_share == 0.5
+    with pytest.raises(ValueError, match="robust_clean_share"):
+        AugmentConfig(corruption="robust", robust_clean_share=1.5)
 
 
 def test_cache_matches_the_app_preprocessing_and_is_reused(dataset_root, tmp_path):
@@ -511,7 +531,16 @@ def test_resume_continues_bit_identically_and_ships_the_median_seed(dataset_root
     )
     with pytest.raises(SystemExit, match="--resume"):
         run_main(*run_args(dataset_root, split, *args, "--seed", "0"))
-    run_main(*run_args(dataset_root, split, *args, "--seed", "0", "--resume"))
+    # A run started before a config field existed holds the value the code then used.
+    stopped = split / "runs/clean/seed0/last.pt"
+    state = torch.load(stopped, weights_only=False)
+    for field in T.ADDED_FIELDS:
+        del state["config"][field]
+    torch.save(state, stopped)
+    with pytest.raises(SystemExit, match=r"configuration \(robust_clean_share\)"):
+        run_main(*run_args(dataset_root, split, *args, "--seed", "0", "--resume"))
+    resume = ["--seed", "0", "--resume", "--robust-clean-share", repr(1 / 3)]
+    run_main(*run_args(dataset_root, split, *args, *resume))
 
     a = torch.load(straight / "runs/clean/seed0/last.pt", weights_only=False)
     b = torch.load(split / "runs/clean/seed0/last.pt", weights_only=False)

@@ -128,6 +128,8 @@ def make_card(
     shift_mean, shift_std = mean_std(shifts) if shifts else ({}, {})
     balanced = shipped["test"]["balanced_accuracy"]
     title = f"{config.arch}, trained on {CORRUPTION_WORDS[config.train_corruption]}"
+    if config.impulse_filter:
+        title += ", behind an impulse-noise filter"
     if balanced is not None:
         title += f" (test balanced accuracy {balanced:.2f})"
     return ModelCard(

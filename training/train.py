@@ -66,8 +66,11 @@ log = logging.getLogger("train")
 
 GROUP_NAMES = ("low", "middle", "high", "head")  # dermcore.models.layer_groups, input side first
 CORRUPTION_FOR_NAME = {"clean": "none", "noise-trained": "sp", "robust": "robust"}
+IMPULSE_FILTER_FOR_NAME = {"robust": True}  # other names: off
 LR_FIND_EPOCH = 1_000_000  # sampler/augmentation stream of the LR test, apart from real epochs
 CHECKPOINT_FORMAT = 1
+# Config fields added after runs were made with the code as it was: the value those runs used.
+ADDED_FIELDS = {"robust_clean_share": 1 / 3, "impulse_filter": False}
 
 
 @dataclass
@@ -78,6 +81,8 @@ class TrainConfig:
     arch: str = DEFAULT_ARCH  # key of dermcore.models.ARCHITECTURES
     pretrained: bool = True  # ImageNet backbone (False only for tests)
     train_corruption: str = "none"  # none | sp (paper's noise-trained) | robust (our mix)
+    robust_clean_share: float = 2 / 3  # share of clean images in the robust mix (session 3: 1/3)
+    impulse_filter: bool = False  # remove_impulses() before the network, in training and after
     sampling: str = "class-source"  # uniform | class | class-source (data.sampling_weights)
     train_size: int = 192  # training crop side, px; evaluation uses the preset's input size
     input_size: int | None = None  # override the preset's input (and resize) size; None = preset
@@ -115,9 +120,9 @@ class TrainConfig:
 
     def preprocessing(self) -> Preprocessing:
         preset = get_arch(self.arch).preprocessing
-        if self.input_size is None:
-            return preset
-        return Preprocessing(self.input_size, self.input_size, preset.mean, preset.std)
+        size = preset.input_size if self.input_size is None else self.input_size
+        resize = preset.resize_size if self.input_size is None else self.input_size
+        return Preprocessing(size, resize, preset.mean, preset.std, self.impulse_filter)
 
 
 @dataclass
@@ -234,7 +239,11 @@ def make_train_loader(
 ) -> tuple[DataLoader, D.EpochSampler]:
     ctx = ctx or Dist()
     rows = data.rows("train")
-    augment = AugmentConfig(size=config.train_size, corruption=config.train_corruption)
+    augment = AugmentConfig(
+        size=config.train_size,
+        corruption=config.train_corruption,
+        robust_clean_share=config.robust_clean_share,
+    )
     dataset = D.TrainDataset(data.images, rows, augment, seed)
     weights = D.sampling_weights(rows, config.sampling)
     sampler = D.EpochSampler(len(rows), weights, seed, rank=ctx.rank, world_size=ctx.world_size)
@@ -661,8 +670,14 @@ class SeedRun:
                 f"{ckpt} exists: pass --resume to continue it, or delete {self.run_dir}."
             )
         state = load_state(ckpt) if self.options.resume and ckpt.exists() else None
-        if state is not None and state["config"] != asdict(self.config):
-            raise SystemExit(f"{ckpt} was made with another configuration; delete {self.run_dir}.")
+        if state is not None:
+            saved, now = {**ADDED_FIELDS, **state["config"]}, asdict(self.config)
+            differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+            if differ:
+                raise SystemExit(
+                    f"{ckpt} was made with another configuration ({', '.join(differ)}); "
+                    f"delete {self.run_dir} or pass the settings it was made with."
+                )
         return state
 
     def _restore(self, state: dict) -> None:
@@ -948,6 +963,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="none | sp | robust (default: from --name: clean=none, noise-trained=sp, robust=robust, other names none)",
     )
     add(
+        "--robust-clean-share",
+        type=float,
+        default=d.robust_clean_share,
+        metavar="FRACTION",
+        help="share of clean images in the robust mix; the rest is half noisy, half other corruptions (default: 2/3)",
+    )
+    add(
+        "--impulse-filter",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace pure black/white pixels by their 3x3 median before the network, in training and in the card (default: from --name: on for robust, else off)",
+    )
+    add(
         "--sampling",
         choices=D.SAMPLING_MODES,
         default=d.sampling,
@@ -1109,6 +1137,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         arch=args.arch,
         pretrained=not args.no_pretrained,
         train_corruption=args.train_corruption or CORRUPTION_FOR_NAME.get(args.name, "none"),
+        robust_clean_share=args.robust_clean_share,
+        impulse_filter=(
+            IMPULSE_FILTER_FOR_NAME.get(args.name, False)
+            if args.impulse_filter is None
+            else args.impulse_filter
+        ),
         sampling=args.sampling,
         train_size=args.train_size,
         input_size=args.input_size,
