@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         type=Path,
-        default=evaluate._default_root("train"),
+        default=evaluate.default_data_root("train"),
         help="set A folder (manifest.csv, images/)",
     )
     parser.add_argument(

@@ -6,6 +6,7 @@ runs a model.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,7 @@ def render_by_condition(report: SetReport) -> None:
         return
     rows = []
     for name, entry in sorted(report.by_condition.items(), key=lambda kv: kv[1]["recall"]):
-        top = sorted(entry["predicted"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        top = Counter(entry["predicted"]).most_common(3)
         rows.append(
             {
                 "SD-198 condition": name.replace("_", " "),

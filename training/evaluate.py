@@ -824,7 +824,8 @@ def evaluate_model(
 # --- CLI --------------------------------------------------------------------------------------
 
 
-def _default_root(name: str) -> Path | None:
+def default_data_root(name: str) -> Path | None:
+    """../shared/data/<name> beside the repository when it exists, else None."""
     path = (REPO / ".." / "shared" / "data" / name).resolve()
     return path if path.is_dir() else None
 
@@ -846,13 +847,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         type=Path,
-        default=_default_root("train"),
+        default=default_data_root("train"),
         help="set A folder (manifest.csv, images/)",
     )
     parser.add_argument(
         "--shift-root",
         type=Path,
-        default=_default_root("shift-sd198"),
+        default=default_data_root("shift-sd198"),
         help="SD-198 set folder; evaluation only",
     )
     parser.add_argument(

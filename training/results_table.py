@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +186,7 @@ def sd198_conditions(reports: Path, names: list[str]) -> list[str]:
     table2 = set(json.loads(strict.read_text()).get("clean_by_condition", {}))
     for condition, entry in by_model["clean"].items():
         recalls = " | ".join(pct(m.get(condition, {}).get("recall")) for m in by_model.values())
-        top = sorted(entry["predicted"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        top = Counter(entry["predicted"]).most_common(3)
         answered = ", ".join(f"{label} {n}" for label, n in top)
         rows.append(
             f"| {condition.replace('_', ' ')} | {entry['label']} | "

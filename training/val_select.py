@@ -23,8 +23,8 @@ from dermcore.malloc import keep_freed_memory  # noqa: E402
 from training import metrics  # noqa: E402
 from training.evaluate import (  # noqa: E402
     CONDITIONS,
-    _default_root,
     batch_predictor,
+    default_data_root,
     load_set,
     read_split,
     run_grid,
@@ -81,7 +81,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("cards", nargs="+", type=Path, help="model card JSON files")
     parser.add_argument(
-        "--data-root", type=Path, default=_default_root("train"), help="set A folder"
+        "--data-root", type=Path, default=default_data_root("train"), help="set A folder"
     )
     parser.add_argument(
         "--split", type=Path, default=REPO / "weights" / "split.json", help="split file"
