@@ -8,6 +8,7 @@ Timed on one 224x224 image with random weights (speed does not depend on the wei
     forward      model(x) under torch.inference_mode()                      the floor, 1.00x
     explain      Predictor.explain(image): prediction + fast Grad-CAM         target <= 1.2x
     slider       apply_corruption (5% salt-and-pepper + 5x5 blur) + explain   one slider change
+    slider-filter  the same, for a model with the impulse filter (`robust`)   target <= 1.05x slider
     gradcam      pytorch-grad-cam: a fresh GradCAM(model, [layer]) per call   what a naive app does
     gradcam-reuse  the same GradCAM object called again                       no hook set-up
 
@@ -23,6 +24,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,7 +33,7 @@ from dermcore.corruptions import CorruptionSpec, apply_corruption
 from dermcore.explain import Predictor
 from dermcore.models import ARCHITECTURES, build_model, get_arch, get_module
 
-VARIANTS = ("forward", "explain", "slider", "gradcam", "gradcam-reuse")
+VARIANTS = ("forward", "explain", "slider", "slider-filter", "gradcam", "gradcam-reuse")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -62,6 +64,7 @@ def variants(arch: str, seed: int) -> dict[str, Callable[[int], object]]:
     # reused GradCAM, so neither runs the other's hooks.
     fresh_model, reused_model = copy.deepcopy(model), copy.deepcopy(model)
     predictor = Predictor(model, arch)
+    filtered = Predictor(model, arch, replace(predictor.preprocessing, impulse_filter=True))
     image = np.random.default_rng(seed).integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
     x = predictor.preprocessing.to_tensor(image)
     target = [ClassifierOutputTarget(predictor.explain(image).target)]
@@ -73,7 +76,7 @@ def variants(arch: str, seed: int) -> dict[str, Callable[[int], object]]:
         with torch.inference_mode():
             return model(x)
 
-    def slider(i: int) -> object:
+    def slider(i: int, predictor: Predictor = predictor) -> object:
         spec = CorruptionSpec(noise_density=0.05, blur_kernel=5, seed=i)
         return predictor.explain(apply_corruption(image, spec))
 
@@ -85,6 +88,7 @@ def variants(arch: str, seed: int) -> dict[str, Callable[[int], object]]:
         "forward": forward,
         "explain": lambda i: predictor.explain(image),
         "slider": slider,
+        "slider-filter": lambda i: slider(i, filtered),
         "gradcam": fresh_gradcam,
         "gradcam-reuse": lambda i: reused(x, targets=target),
     }
