@@ -52,13 +52,14 @@ def mean_std(card: dict, set_name: str, metric: str, scale: float = 100) -> str:
 
 def training_table(cards: dict[str, dict]) -> list[str]:
     rows = [
-        "| model | seeds | test top-1 % | test balanced % | test macro AUROC | SD-198 top-1 % | SD-198 balanced % | shipped seed | minutes per seed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | seeds | test top-1 % | test balanced % | test macro AUROC | SD-198 top-1 % | SD-198 balanced % | shipped seed | kept epoch per seed | minutes per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, card in cards.items():
         seeds = [r["seed"] for r in card["metrics"]["per_seed"]]
         seconds = card["training"]["seconds"]
         minutes = ", ".join(f"{seconds[str(s)]['total'] / 60:.1f}" for s in seeds)
+        kept = ", ".join(str(r.get("kept_epoch", "?")) for r in card["metrics"]["per_seed"])
         rows.append(
             f"| {name} | {' '.join(map(str, seeds))} "
             f"| {mean_std(card, 'test', 'accuracy')} "
@@ -66,7 +67,7 @@ def training_table(cards: dict[str, dict]) -> list[str]:
             f"| {mean_std(card, 'test', 'macro_auroc', 1)} "
             f"| {mean_std(card, 'shift_sd198', 'accuracy')} "
             f"| {mean_std(card, 'shift_sd198', 'balanced_accuracy')} "
-            f"| {card['training']['shipped_seed']} | {minutes} |"
+            f"| {card['training']['shipped_seed']} | {kept} | {minutes} |"
         )
     return rows
 
