@@ -17,6 +17,7 @@ every forward pass and every hook on it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import numbers
 import threading
@@ -138,6 +139,17 @@ class Predictor:
     @property
     def preprocessing(self) -> Preprocessing:
         return self._preprocessing
+
+    def with_preprocessing(self, preprocessing: Preprocessing) -> Predictor:
+        """The same model, card and lock under another preprocessing (the app's impulse-filter
+        switch). The two share one lock, so they never run the model at the same time."""
+        if not isinstance(preprocessing, Preprocessing):
+            raise ValueError(
+                f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}"
+            )
+        twin = copy.copy(self)
+        twin._preprocessing = preprocessing
+        return twin
 
     @property
     def input_size(self) -> int:

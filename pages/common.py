@@ -29,8 +29,8 @@ IMPULSE_FILTER_NOTE = (
     "This model replaces pure black and pure white pixels by their 3×3 median before the network "
     "sees them (a switching median filter, the classical remedy for salt-and-pepper noise), so "
     "noise added at the model input barely reaches the network. Noise added to the full photo is "
-    "averaged into grey specks by the resize and passes the filter. Pick another model to see a "
-    "network face the noise alone."
+    "averaged into grey specks by the resize and passes the filter. Switch off “Impulse filter” "
+    "(Explore, under Sensor noise) to see this network face the noise alone."
 )
 
 

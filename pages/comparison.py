@@ -30,6 +30,7 @@ class Comparison:
     spec: CorruptionSpec
     where: str  # "input" or "photo", as in dermcore.corruptions.corrupt_for_model
     shift: CamShift
+    impulse_filter: bool | None = None  # the model's impulse filter: on, off, or None (has none)
 
     @property
     def flipped(self) -> bool:
@@ -82,7 +83,15 @@ def comparison_record(
         "app": "Derm Robustness Lab",
         "dermcore_version": dermcore.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": {"name": model_name, "weights_sha256": weights_sha256},
+        "model": {
+            "name": model_name,
+            "weights_sha256": weights_sha256,
+            **(
+                {}
+                if comparison.impulse_filter is None
+                else {"impulse_filter": comparison.impulse_filter}
+            ),
+        },
         "image": {
             "sha256": image_sha256,
             "height": image_shape[0],

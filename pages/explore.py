@@ -8,7 +8,7 @@ session's memory only: never on disk, never in a log.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class ExploreSettings:
     method: str  # key of dermcore.explain.METHODS
     target: str | None  # class name to explain, None = each view's own top class
     alpha: float  # heatmap opacity in [0, 1]
+    impulse_filter: bool = True  # a model with the impulse filter uses it (the switch); else moot
 
 
 # ---- photo ---------------------------------------------------------------------------------
@@ -150,7 +151,9 @@ def _reroll_seed() -> None:
     st.session_state["explore_seed"] = int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-def explore_controls(input_size: int, classes: tuple[str, ...]) -> ExploreSettings:
+def explore_controls(
+    input_size: int, classes: tuple[str, ...], has_filter: bool = False
+) -> ExploreSettings:
     noise, blur, heatmap = st.columns(3, gap="large")
     with noise:
         st.markdown("**Sensor noise** · salt and pepper")
@@ -162,6 +165,11 @@ def explore_controls(input_size: int, classes: tuple[str, ...]) -> ExploreSettin
             "Black : white", list(common.PEPPER_FRACTIONS), value=0.75,
             format_func=common.PEPPER_FRACTIONS.get, key="explore_ratio",
             help="The paper uses 3:1, three black pixels for each white one.",
+        )  # fmt: skip
+        impulse_filter = has_filter and st.toggle(
+            "Impulse filter", value=True, key="explore_impulse_filter",
+            help="This model replaces pure black and white pixels by their 3×3 median before its "
+            "network. Switch it off to see the network face the noise alone.",
         )  # fmt: skip
         seed_column, button_column = st.columns([3, 2], vertical_alignment="bottom")
         seed = seed_column.number_input(
@@ -218,7 +226,8 @@ def explore_controls(input_size: int, classes: tuple[str, ...]) -> ExploreSettin
         motion_angle_deg=float(angle),
         seed=int(seed),
     )
-    return ExploreSettings(spec, where, method, None if target == PREDICTED else target, alpha)
+    target = None if target == PREDICTED else target
+    return ExploreSettings(spec, where, method, target, alpha, impulse_filter)
 
 
 # ---- computation (cached dermcore calls) ---------------------------------------------------
@@ -248,6 +257,14 @@ def compare(
     settings: ExploreSettings,
 ) -> Comparison:
     model_key = common.model_key(entry)
+    impulse_filter = None  # the model has no filter
+    if predictor.preprocessing.impulse_filter:
+        impulse_filter = settings.impulse_filter
+        if not impulse_filter:
+            predictor = predictor.with_preprocessing(
+                replace(predictor.preprocessing, impulse_filter=False)
+            )
+            model_key += ":impulse-filter-off"
     method, target = settings.method, settings.target
     clean = explain_view(
         model_key, photo.sha256, (), "input", method, target, predictor, photo.image
@@ -269,6 +286,7 @@ def compare(
         spec=settings.spec,
         where=settings.where,
         shift=cam_shift(clean.cam, corrupted.cam),
+        impulse_filter=impulse_filter,
     )
 
 
@@ -430,7 +448,9 @@ def comparison_panel(
 ) -> None:
     """Controls and results. A fragment: moving a control reruns only this panel, not the
     sidebar or the photo picker."""
-    settings = explore_controls(predictor.input_size, predictor.classes)
+    settings = explore_controls(
+        predictor.input_size, predictor.classes, predictor.preprocessing.impulse_filter
+    )
     st.divider()
     if photo is None:
         st.info("Upload a photo (or take one) to begin.", icon=":material/add_photo_alternate:")
@@ -438,8 +458,13 @@ def comparison_panel(
     with st.spinner("Explaining…"):
         comparison = compare(entry, predictor, photo, settings)
     render_callout(comparison)
-    if predictor.preprocessing.impulse_filter and settings.spec.noise_density > 0:
-        st.caption(common.IMPULSE_FILTER_NOTE)
+    if comparison.impulse_filter is not None and settings.spec.noise_density > 0:
+        st.caption(
+            common.IMPULSE_FILTER_NOTE
+            if comparison.impulse_filter
+            else "Impulse filter off: this model's network faces the noise alone, as it never "
+            "did in training (its training images passed the filter too)."
+        )
     render_views(comparison, settings.alpha)
     render_predictions(comparison)
     render_downloads(comparison, entry, photo, settings.alpha)

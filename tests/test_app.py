@@ -7,6 +7,7 @@ path a browser takes, so no test reaches into session_state to plant a photo.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import shutil
@@ -154,15 +155,26 @@ def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_pa
     monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
     at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), photo_png)
     at.slider(key="explore_noise").set_value(5.0).run()
-    shifts = []
+    shifts, charts = [], []
     for index in (0, 1):
         at.sidebar.selectbox(key="sidebar_model").select_index(index).run()
         assert not at.exception
-        _, clean, corrupted = chart_probabilities(at)
+        names, clean, corrupted = chart_probabilities(at)
+        charts.append((names, clean, corrupted))
         shifts.append(np.abs(corrupted - clean).sum())
         noted = any("median" in t for t in texts(at.caption))
         assert noted == (index == 1)
+        switches = [t.key for t in at.toggle]
+        assert ("explore_impulse_filter" in switches) == (index == 1)
     assert shifts[1] < shifts[0] / 3, shifts
+
+    # The switch off: the same weights without the filter answer exactly as the plain card.
+    at.toggle(key="explore_impulse_filter").set_value(False).run()
+    assert not at.exception
+    names, clean, corrupted = chart_probabilities(at)
+    assert names == charts[0][0]
+    np.testing.assert_allclose(corrupted, charts[0][2], atol=1e-6)
+    assert any("faces the noise alone" in t for t in texts(at.caption))
 
 
 def _flip_cases(tiny_weights_dir) -> tuple[float, float]:
@@ -522,6 +534,13 @@ def test_record_reproduces_the_view_without_the_image(tiny_weights_dir):
     assert (image["sha256"], image["height"], image["width"]) == ("cd" * 32, 240, 320)
     assert (image["original_height"], image["original_width"]) == (2400, 3200)
     assert sum(record["clean"]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert "impulse_filter" not in record["model"]  # the model has none
+    switched_off = dataclasses.replace(comparison, impulse_filter=False)
+    record = comparison_record(
+        switched_off, model_name="x", weights_sha256="ab" * 32, image_sha256="cd" * 32,
+        image_shape=(240, 320, 3), original_shape=(240, 320, 3),
+    )  # fmt: skip
+    assert record["model"]["impulse_filter"] is False
 
 
 def test_comparison_png_is_a_png(tiny_weights_dir):

@@ -2,6 +2,7 @@ import copy
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -11,11 +12,11 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from dermcore.checkpoint import ModelCard, save_checkpoint
-from dermcore.corruptions import CorruptionSpec, corrupt_for_model
+from dermcore.corruptions import CorruptionSpec, corrupt_for_model, salt_and_pepper
 from dermcore.explain import METHODS, Explanation, Predictor, cam_shift, overlay
 from dermcore.labels import CLASSES
 from dermcore.models import build_model, get_arch, get_module
-from dermcore.preprocessing import Preprocessing
+from dermcore.preprocessing import Preprocessing, remove_impulses
 
 SIZE = 96  # small inputs keep the CPU tests fast; the CAM maths does not depend on the size
 STEMS = {"efficientnet_lite0": "conv_stem", "resnet34": "conv1"}
@@ -294,3 +295,17 @@ def test_cam_shift_scores():
     assert cam_shift(moved, shifted).top_iou == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         cam_shift(cam, np.zeros((5, 5)))
+
+
+def test_with_preprocessing_shares_the_model_and_lock_and_changes_only_the_input(lite0):
+    predictor = lite0
+    filtered = predictor.with_preprocessing(replace(predictor.preprocessing, impulse_filter=True))
+    assert filtered.model is predictor.model and filtered._lock is predictor._lock
+    assert filtered.preprocessing.impulse_filter and not predictor.preprocessing.impulse_filter
+    image = np.random.default_rng(0).integers(1, 255, (64, 64, 3), dtype=np.uint8)
+    noisy = salt_and_pepper(image, 0.05, rng=np.random.default_rng(1))
+    expected = predictor.predict(remove_impulses(noisy[None]))
+    np.testing.assert_allclose(filtered.predict(noisy), expected, atol=1e-6)
+    assert not np.allclose(predictor.predict(noisy), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="Preprocessing"):
+        predictor.with_preprocessing({"impulse_filter": True})
