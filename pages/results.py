@@ -342,6 +342,19 @@ def render_severity(models: dict[str, ModelReports], dataset: str, paper: dict) 
     st.caption(
         f"Every model on one chart; {SETS.get(dataset, dataset)}. Flip rate = share of images whose top class differs from the clean prediction."
     )
+    filtered = [
+        e.card.name
+        for e in common.available_models()
+        if e.card is not None
+        and e.card.name in models
+        and e.card.preprocessing.get("impulse_filter")
+    ]
+    if filtered:
+        st.caption(
+            f"{', '.join(filtered)}: an impulse filter replaces pure black and white pixels "
+            "before the network, so its salt-and-pepper curves show the filter as much as the "
+            "network (Explore can switch it off)."
+        )
 
 
 def render_calibration(report: SetReport, condition: ConditionResult) -> None:

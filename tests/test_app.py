@@ -434,6 +434,9 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     (tmp_path / "reports" / "broken" / "test.json").write_text("{not json")
     for path in tiny_weights_dir.iterdir():
         shutil.copy(path, tmp_path / path.name)
+    model, card = load_checkpoint(tiny_weights_dir / "tiny-noise.json")
+    card.name, card.preprocessing = "noise-trained", {**card.preprocessing, "impulse_filter": True}
+    save_checkpoint(model, card, tmp_path)  # a card with the filter, named like a report
     monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
@@ -467,6 +470,8 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     at.segmented_control(key="results_severity_metric").set_value("flip_rate").run()
     assert not at.exception
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
+    (note,) = [t for t in texts(at.caption) if "impulse filter" in t]
+    assert note.startswith("noise-trained: ")
 
 
 def test_reports_in_the_briefs_layout_are_read_too():
