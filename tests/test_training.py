@@ -22,7 +22,7 @@ from dermcore.imageio import load_image
 from dermcore.labels import CLASSES
 from dermcore.models import build_model, get_arch, get_module
 from dermcore.preprocessing import Preprocessing
-from training import dann, report
+from training import dann, dro, report
 from training import data as D
 from training import train as T
 from training.augment import AugmentConfig, augment, corrupt_for_training, robust_spec
@@ -742,3 +742,63 @@ def test_wise_ft_interpolates_floats_and_keeps_integer_buffers():
         interpolate({"w": probe["w"]}, tuned, 0.5)
     with pytest.raises(ValueError, match="shape"):
         interpolate({**probe, "w": torch.zeros(4, 3)}, tuned, 0.5)
+
+
+# --- group DRO --------------------------------------------------------------------------------
+
+
+def test_group_table_pairs_class_and_source():
+    rows = [
+        {"label": "Acne", "source": "b"},
+        {"label": "Acne", "source": "a"},
+        {"label": "Ulcer", "source": "a"},
+        {"label": "Acne", "source": "b"},
+    ]
+    names, groups = dro.group_table(rows)
+    assert names == ["Acne / a", "Acne / b", "Ulcer / a"]
+    assert groups.tolist() == [1, 0, 2, 1]
+
+
+def test_group_dro_moves_weight_to_the_worst_group_and_weights_the_loss():
+    names, groups = ["g0", "g1", "g2"], torch.tensor([0, 0, 1, 1, 2])
+    robust = dro.GroupDRO(names, groups, eta=0.5)
+    targets = torch.tensor([0, 1, 0, 1])
+    logits = torch.zeros(4, 3, requires_grad=True)
+    with torch.no_grad():
+        logits[2:, 2] = 4.0  # group 1 (indices 2, 3) confidently wrong
+    indices = torch.tensor([0, 1, 2, 3])  # group 2 absent from this batch
+    loss = robust.loss(logits, targets, indices)
+    per_image = torch.nn.functional.cross_entropy(logits, targets, reduction="none").detach()
+    group_loss = torch.stack([per_image[:2].mean(), per_image[2:].mean()]).double()
+    q = torch.tensor([1 / 3, 1 / 3, 1 / 3], dtype=torch.float64)
+    q[:2] *= torch.exp(0.5 * group_loss)
+    q /= q.sum()
+    torch.testing.assert_close(robust.q, q)  # exponentiated gradient, absent group untouched
+    expected = (q[:2] * group_loss).sum() / q[:2].sum()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    assert robust.worst() == ("g1", pytest.approx(float(q[1])))
+    assert robust.q[1] > robust.q[0] > robust.q[2]
+    loss.backward()
+    assert logits.grad[2:].abs().sum() > logits.grad[:2].abs().sum()  # the worst group pulls harder
+
+    twin = dro.GroupDRO(names, groups, eta=0.5)
+    twin.load_state_dict(robust.state_dict())
+    assert torch.equal(twin.q, robust.q)
+    with pytest.raises(ValueError, match="other groups"):
+        dro.GroupDRO(["x", "y", "z"], groups, eta=0.5).load_state_dict(robust.state_dict())
+    with pytest.raises(ValueError, match="eta"):
+        dro.GroupDRO(names, groups, eta=0.0)
+
+
+@pytest.mark.slow
+def test_group_dro_run_logs_the_worst_group_and_resumes_its_weights(dataset_root, tmp_path):
+    args = ["--epochs-frozen", "1", "--cycles", "1", "--group-dro", "0.05", "--seed", "0"]
+    run_main(*run_args(dataset_root, tmp_path, *args, "--stop-after-epochs", "1"))
+    first = torch.load(tmp_path / "runs/clean/seed0/last.pt", weights_only=False)
+    q = first["group_dro"]["q"]
+    assert len(q) == len(first["group_dro"]["names"]) and max(q) > min(q)
+    run_main(*run_args(dataset_root, tmp_path, *args, "--resume"))
+    rows = [json.loads(x) for x in (tmp_path / "runs/clean/seed0/metrics.jsonl").open()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["dro_worst_group"] in first["group_dro"]["names"] for r in rows)
+    assert rows[0]["dro_worst_weight"] == pytest.approx(max(q), abs=1e-6)

@@ -55,7 +55,7 @@ from dermcore.models import (
     layer_groups,
 )
 from dermcore.preprocessing import Preprocessing
-from training import dann, report
+from training import dann, dro, report
 from training import data as D
 from training.augment import TRAIN_CORRUPTIONS, AugmentConfig
 from training.distributed import Dist, setup_distributed, teardown
@@ -70,7 +70,7 @@ IMPULSE_FILTER_FOR_NAME = {"robust": True}  # other names: off
 LR_FIND_EPOCH = 1_000_000  # sampler/augmentation stream of the LR test, apart from real epochs
 CHECKPOINT_FORMAT = 1
 # Config fields added after runs were made with the code as it was: the value those runs used.
-ADDED_FIELDS = {"robust_clean_share": 1 / 3, "impulse_filter": False}
+ADDED_FIELDS = {"robust_clean_share": 1 / 3, "impulse_filter": False, "group_dro": 0.0}
 
 
 @dataclass
@@ -105,6 +105,7 @@ class TrainConfig:
     bn: str = "frozen"  # phase 2 BatchNorm: frozen (running statistics kept, see set_mode) | train
     keep: str = "best"  # best: the epoch with the best validation balanced accuracy; last
     domain_adversarial: float = 0.0  # phase 2 DANN reversal weight (dann.py); 0 = off
+    group_dro: float = 0.0  # group DRO step size eta over (class, source) groups (dro.py); 0 = off
     split_seed: int = 0  # seeds the grouped split (shared by every model and seed)
     fractions: tuple[float, float, float] = D.DEFAULT_FRACTIONS  # train, val, test
 
@@ -380,10 +381,12 @@ def train_one_epoch(
     sample_log: list[int] | None = None,
     adversary: AdversaryPlan | None = None,
     bn: str = "train",
+    group_dro: dro.GroupDRO | None = None,
 ) -> dict:
     """One pass over (float (N, 3, H, W), int64 (N,) labels, int64 (N,) indices) batches; the
     rate is set before every step from the phase step. With `adversary`, `model` is a
-    dann.WithAdversary and its source loss is added. Returns {"train_loss", "train_acc", "lrs"
+    dann.WithAdversary and its source loss is added. With `group_dro` the class loss that trains
+    is its worst-group weighted loss (the reported train_loss stays the plain mean). Returns {"train_loss", "train_acc", "lrs"
     (at the first step), "steps"[, "adversary_loss"]} over all processes."""
     ctx = ctx or Dist()
     set_mode(model, phase, bn)
@@ -404,8 +407,12 @@ def train_one_epoch(
                 sources = adversary.sources[indices].to(device)
                 logits, adversary_loss = model(inputs, targets, sources)
             class_loss = criterion(logits, targets)
+            if group_dro is not None:
+                trained_loss = group_dro.loss(logits, targets, indices, ctx)
+            else:
+                trained_loss = class_loss
         optimizer.zero_grad(set_to_none=True)
-        loss = class_loss + adversary_loss
+        loss = trained_loss + adversary_loss
         if scaler is not None and scaler.is_enabled():
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -434,6 +441,8 @@ def train_one_epoch(
     }
     if adversary is not None:
         stats["adversary_loss"] = float(totals[3]) / images
+    if group_dro is not None:
+        stats["dro_worst_group"], stats["dro_worst_weight"] = group_dro.worst()
     return stats
 
 
@@ -634,6 +643,7 @@ class SeedRun:
         seed_everything(self.seed)
         self.model = create_model(self.config, self.options.weights_path).to(self.device)
         self.adversary = self._make_adversary()
+        self.group_dro = self._make_group_dro()
         if state is not None:
             self._restore(state)
         else:
@@ -684,6 +694,8 @@ class SeedRun:
         self.model.load_state_dict(state["model"])
         if self.adversary is not None:
             self.adversary.load_state_dict(state["adversary"])
+        if self.group_dro is not None:
+            self.group_dro.load_state_dict(state["group_dro"])
         rng = state["rng"]  # one per rank; a different world size cannot be bit-identical anyway
         set_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
         self.progress = Progress(**state["progress"])
@@ -695,6 +707,12 @@ class SeedRun:
         _, _, allowed = dann.source_table(self.data.rows("train"))
         features = get_module(self.model, get_arch(self.config.arch).head).in_features
         return dann.SourceAdversary(features, allowed).to(self.device)
+
+    def _make_group_dro(self) -> dro.GroupDRO | None:
+        if self.config.group_dro <= 0:
+            return None
+        names, groups = dro.group_table(self.data.rows("train"))
+        return dro.GroupDRO(names, groups, self.config.group_dro, self.config.label_smoothing)
 
     def _choose_lr(self) -> dict:
         """Phase 1 head rate: the LR range test's suggestion (run on rank 0, broadcast), or --lr
@@ -781,6 +799,7 @@ class SeedRun:
             desc=f"seed {self.seed} epoch {epoch + 1}/{config.total_epochs} {kit.phase}",
             adversary=kit.adversary,
             bn=config.bn,
+            group_dro=self.group_dro,
         )
         seconds = time.perf_counter() - tic
         self.progress.timings[kit.phase] += seconds
@@ -803,6 +822,7 @@ class SeedRun:
                 "done": epoch + 1 == config.total_epochs,
                 "model": self.model.state_dict(),
                 "adversary": adversary,
+                "group_dro": self.group_dro.state_dict() if self.group_dro is not None else None,
                 "optimizer": kit.optimizer.state_dict(),
                 "scaler": kit.scaler.state_dict(),
                 "scheduler": {
@@ -836,6 +856,9 @@ class SeedRun:
         }
         if "adversary_loss" in stats:
             row["adversary_loss"] = round(stats["adversary_loss"], 6)
+        if "dro_worst_group" in stats:
+            row["dro_worst_group"] = stats["dro_worst_group"]
+            row["dro_worst_weight"] = round(stats["dro_worst_weight"], 6)
         log.info(
             "seed %d epoch %d/%d %s: %s",
             self.seed,
@@ -1071,6 +1094,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="phase 2 DANN: a class-conditional source adversary behind gradient reversal with this maximum weight, e.g. 0.3 (default: 0 = off)",
     )
     add(
+        "--group-dro",
+        type=float,
+        default=d.group_dro,
+        metavar="ETA",
+        help="group DRO over (class, source) groups with this step size for the group weights, e.g. 0.01 (default: 0 = off)",
+    )
+    add(
         "--train-size",
         type=int,
         default=d.train_size,
@@ -1158,6 +1188,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         keep=args.keep,
         bn=args.bn,
         domain_adversarial=args.domain_adversarial,
+        group_dro=args.group_dro,
         split_seed=args.split_seed,
     )
 
