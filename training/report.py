@@ -184,6 +184,15 @@ def make_card(
             "Alopecia is androgenetic (male-pattern) only; Blister is herpes zoster and varicella; "
             "Crust is impetigo only.",
             "Web-scraped labels are unverified (shared/data/README.md, Known issues).",
+            *(
+                [
+                    "The impulse filter removes only pure black and pure white pixels: noise "
+                    "added to the full photo before the resize, and grey or coloured noise, "
+                    "reach the network unfiltered."
+                ]
+                if config.impulse_filter
+                else []
+            ),
         ],
     )
 
