@@ -555,6 +555,11 @@ def test_resume_continues_bit_identically_and_ships_the_median_seed(dataset_root
     assert strip(a["progress"]["history"]) == strip(b["progress"]["history"])
     lines = (split / "runs/clean/seed0/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    saved = np.load(split / "runs/clean/seed0/val_logits_e2.npz")
+    assert saved["logits"].shape == (len(saved["labels"]), len(CLASSES))
+    assert float(
+        report.classification_report(saved["labels"], saved["logits"])["balanced_accuracy"]
+    ) == pytest.approx(json.loads(lines[1])["val_balanced_acc"], abs=1e-6)
 
     card = json.loads(card_path.read_text())
     metrics = card["metrics"]

@@ -843,6 +843,10 @@ class SeedRun:
         val = evaluate(self.model, self.val_loader, self.criterion, self.device)
         scores = report.classification_report(val.labels, val.logits)
         self.progress.timings["eval"] += time.perf_counter() - tic
+        # Every epoch's validation logits (~15 kB), so selection rules can be studied afterwards.
+        np.savez_compressed(
+            self.run_dir / f"val_logits_e{epoch + 1}.npz", logits=val.logits, labels=val.labels
+        )
         row = {
             "epoch": epoch + 1,
             "phase": phase,
