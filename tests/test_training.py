@@ -807,3 +807,27 @@ def test_group_dro_run_logs_the_worst_group_and_resumes_its_weights(dataset_root
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(r["dro_worst_group"] in first["group_dro"]["names"] for r in rows)
     assert rows[0]["dro_worst_weight"] == pytest.approx(max(q), abs=1e-6)
+
+
+def test_keep_study_scores_each_rule_on_the_half_it_did_not_choose_on(tmp_path):
+    from training import keep_study
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    groups = np.arange(len(labels)) // 2  # pairs of images share a group
+    wrong = (labels + 1) % 4
+    noisy = np.where(rng.random(len(labels)) < 0.5, labels, wrong)  # epoch 1: ~50% right
+    slightly = np.where(np.arange(len(labels)) % 10 == 0, wrong, labels)  # epoch 3: 90% right
+    predictions = np.stack([noisy, labels, slightly])  # epoch 2 is perfect
+    for k, p in enumerate(predictions, 1):
+        np.savez_compressed(tmp_path / f"val_logits_e{k}.npz", logits=np.eye(4)[p], labels=labels)
+    loaded_labels, loaded = keep_study.load_epochs(tmp_path)
+    assert np.array_equal(loaded_labels, labels) and np.array_equal(loaded, predictions)
+
+    rules = keep_study.rule_epochs(3, epochs_frozen=1)
+    assert rules == {"best": [0, 1, 2], "last": [2], "best-full": [1, 2]}
+    scores = keep_study.held_out_scores(
+        labels, predictions, groups, rules, np.random.default_rng(1), n_splits=5
+    )
+    assert scores["best"] == scores["best-full"] == 1.0
+    assert scores["last"] == pytest.approx(0.9, abs=0.05)
