@@ -76,19 +76,20 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     split = read_split(args.split)
     groups = np.array([r["group"] for r in split["val"]])
     split_labels = np.array([class_index(r["label"]) for r in split["val"]])
-    expected = None
     out = {}
     for model_dir in args.runs:
+        seed_dirs = sorted(model_dir.glob("seed*"))
+        if not seed_dirs:
+            raise SystemExit(f"{model_dir}: no seed<k> folders")
         per_seed = []
-        for seed_dir in sorted(model_dir.glob("seed*")):
+        for seed_dir in seed_dirs:
             labels, predictions = load_epochs(seed_dir)
             if not np.array_equal(labels, split_labels):  # same images, same order
                 raise SystemExit(f"{seed_dir}: its validation labels do not match {args.split}")
             rules = rule_epochs(len(predictions), args.epochs_frozen)
             rng = np.random.default_rng(args.seed)  # the same halves for every seed and model
             per_seed.append(held_out_scores(labels, predictions, groups, rules, rng, args.splits))
-            expected = rules
-        out[model_dir.name] = {r: float(np.mean([s[r] for s in per_seed])) for r in expected}
+        out[model_dir.name] = {r: float(np.mean([s[r] for s in per_seed])) for r in per_seed[0]}
         cells = "  ".join(f"{r} {100 * v:.2f}" for r, v in out[model_dir.name].items())
         print(f"{model_dir.name} ({len(per_seed)} seeds, {args.splits} halvings x 2): {cells}")
     return out

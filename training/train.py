@@ -386,8 +386,9 @@ def train_one_epoch(
     """One pass over (float (N, 3, H, W), int64 (N,) labels, int64 (N,) indices) batches; the
     rate is set before every step from the phase step. With `adversary`, `model` is a
     dann.WithAdversary and its source loss is added. With `group_dro` the class loss that trains
-    is its worst-group weighted loss (the reported train_loss stays the plain mean). Returns {"train_loss", "train_acc", "lrs"
-    (at the first step), "steps"[, "adversary_loss"]} over all processes."""
+    is its worst-group weighted loss (the reported train_loss stays the plain mean). Returns
+    {"train_loss", "train_acc", "lrs" (at the first step), "steps"[, "adversary_loss"][,
+    "dro_worst_group", "dro_worst_weight"]} over all processes."""
     ctx = ctx or Dist()
     set_mode(model, phase, bn)
     autocast = device.type == "cuda"
