@@ -22,7 +22,7 @@ from dermcore.imageio import load_image
 from dermcore.labels import CLASSES
 from dermcore.models import build_model, get_arch, get_module
 from dermcore.preprocessing import Preprocessing
-from training import dann, dro, report
+from training import dann, dro, probe, report
 from training import data as D
 from training import train as T
 from training.augment import AugmentConfig, augment, corrupt_for_training, robust_spec
@@ -831,3 +831,82 @@ def test_keep_study_scores_each_rule_on_the_half_it_did_not_choose_on(tmp_path):
     )
     assert scores["best"] == scores["best-full"] == 1.0
     assert scores["last"] == pytest.approx(0.9, abs=0.05)
+
+
+# --- linear probe (LP-FT) ----------------------------------------------------------------------
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square():
+    image = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    views = [probe.dihedral(image, v) for v in range(probe.VIEWS)]
+    assert np.array_equal(views[0], image)
+    assert len({v.tobytes() for v in views}) == 8  # all distinct for an asymmetric image
+    assert np.array_equal(views[1][0], np.rot90(image[0]))
+    assert np.array_equal(views[4][0], image[0][:, ::-1])
+
+
+def test_probe_head_gives_scikit_learn_probabilities_and_absent_classes_never_win():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    centres = rng.normal(0, 3, (3, 5))
+    features = (centres[labels][:, None] + rng.normal(0, 1, (60, 2, 5))).astype(np.float32)
+    features[..., 4] = features[..., 4] * 100 + 50  # scale and offset: folded back correctly?
+    weights = rng.uniform(0.5, 2, 60)
+    weight, bias, info = probe.fit_probe(features, labels, weights, c=1.0, num_classes=5)
+    assert weight.shape == (5, 5) and bias.shape == (5,) and info["converged"]
+    head = nn.Linear(5, 5)
+    probe.set_linear(head, weight, bias)
+    x = features.reshape(-1, 5)
+    with torch.no_grad():
+        ours = torch.softmax(head(torch.from_numpy(x)), 1).numpy()
+    # the same fit by hand, on standardised features
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    w = np.repeat(weights, 2) / weights.mean()
+    scaler = StandardScaler().fit(x, sample_weight=w)
+    ref = LogisticRegression(C=1.0, max_iter=1000).fit(
+        scaler.transform(x), np.repeat(labels, 2), sample_weight=w
+    )
+    expected = ref.predict_proba(scaler.transform(x))
+    np.testing.assert_allclose(ours[:, :3], expected, atol=1e-4)
+    assert ours[:, 3:].max() < 1e-4  # classes 3 and 4 had no sample
+    assert (ours.argmax(1) == np.repeat(labels, 2)).mean() > 0.9
+    with pytest.raises(ValueError, match="does not fit"):
+        probe.set_linear(nn.Linear(5, 4), weight, bias)
+
+
+def test_probe_features_are_the_head_inputs_of_every_view_with_its_corruption(lite0):
+    model = lite0.eval()
+    head = get_module(model, get_arch("efficientnet_lite0").head)
+    prep = Preprocessing(32, 32)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    seen = []
+
+    def corrupt(image, view, index):
+        seen.append((view, index))
+        return np.zeros_like(image) if view == 7 else image
+
+    feats = probe.head_features(model, head, images, prep, torch.device("cpu"), corrupt=corrupt)
+    assert feats.shape == (3, 8, head.in_features) and feats.dtype == np.float32
+    assert sorted(seen) == [(v, i) for v in range(8) for i in range(3)]
+    captured = []
+    handle = head.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    with torch.no_grad():
+        model(prep.to_tensor(np.ascontiguousarray(images.transpose(0, 2, 1, 3)[:, ::-1])))
+    handle.remove()
+    # the view of a 90-degree rotation, computed independently of probe.dihedral
+    np.testing.assert_allclose(feats[:, 1], captured[0].numpy(), atol=1e-5)
+    blank = feats[:, 7]
+    assert np.allclose(blank, blank[0], atol=1e-5)  # view 7 was corrupted to black for all
+
+
+def test_probe_run_starts_phase_two_from_the_probe_and_records_it(dataset_root, tmp_path):
+    args = ["--epochs-frozen", "0", "--cycles", "1", "--probe-c", "0.1", "--seed", "0"]
+    run_main(*run_args(dataset_root, tmp_path, *args))
+    state = torch.load(tmp_path / "runs/clean/seed0/last.pt", weights_only=False)
+    info = state["progress"]["lr"]["probe"]
+    assert info["c"] == 0.1 and info["converged"] and 0 <= info["val_balanced_acc"] <= 1
+    assert state["config"]["probe_c"] == 0.1
+    rows = [json.loads(x) for x in (tmp_path / "runs/clean/seed0/metrics.jsonl").open()]
+    assert [r["phase"] for r in rows] == ["full"]

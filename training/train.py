@@ -55,9 +55,9 @@ from dermcore.models import (
     layer_groups,
 )
 from dermcore.preprocessing import Preprocessing
-from training import dann, dro, report
+from training import dann, dro, probe, report
 from training import data as D
-from training.augment import TRAIN_CORRUPTIONS, AugmentConfig
+from training.augment import TRAIN_CORRUPTIONS, AugmentConfig, corrupt_for_training
 from training.distributed import Dist, setup_distributed, teardown
 from training.lr_find import LRFindResult, lr_find, write_lr_find
 from training.schedules import DISCRIMINATIVE_FACTORS, discriminative_lrs, sgdr_lr
@@ -68,9 +68,15 @@ GROUP_NAMES = ("low", "middle", "high", "head")  # dermcore.models.layer_groups,
 CORRUPTION_FOR_NAME = {"clean": "none", "noise-trained": "sp", "robust": "robust"}
 IMPULSE_FILTER_FOR_NAME = {"robust": True}  # other names: off
 LR_FIND_EPOCH = 1_000_000  # sampler/augmentation stream of the LR test, apart from real epochs
+PROBE_EPOCH = 2_000_000  # corruption stream of the linear probe's views
 CHECKPOINT_FORMAT = 1
 # Config fields added after runs were made with the code as it was: the value those runs used.
-ADDED_FIELDS = {"robust_clean_share": 1 / 3, "impulse_filter": False, "group_dro": 0.0}
+ADDED_FIELDS = {
+    "robust_clean_share": 1 / 3,
+    "impulse_filter": False,
+    "group_dro": 0.0,
+    "probe_c": 0.0,
+}
 
 
 @dataclass
@@ -90,6 +96,7 @@ class TrainConfig:
     batch_size: int = 32  # per process
     workers: int = 0  # DataLoader worker processes (the CPU has 2 cores: 0 or 1)
     epochs_frozen: int = 5  # phase 1 epochs, SGDR restarting every epoch
+    probe_c: float = 0.0  # > 0: fit the head as a logistic-regression probe first (probe.py)
     cycles: tuple[int, ...] = (1, 2)  # phase 2 SGDR cycle lengths in epochs (paper: 1 2 4 ...)
     lr: float | None = None  # phase 1 head rate; None = the LR range test's suggestion
     phase2_divisor: float = 10.0  # phase 2 head rate = phase 1 rate / this
@@ -650,6 +657,8 @@ class SeedRun:
         else:
             self.progress = Progress()
             self.progress.lr = self._choose_lr()
+            if self.config.probe_c > 0:
+                self._fit_probe()
         self.loader, self.sampler = make_train_loader(self.config, self.data, self.seed, self.ctx)
         self.val_loader = eval_loader(self.data.val, self.data.preprocessing)
         first, total = self.progress.epoch_done, self.config.total_epochs
@@ -751,6 +760,51 @@ class SeedRun:
             zip(GROUP_NAMES, discriminative_lrs(head, config.lr_factors), strict=True)
         )
         return info
+
+    def _fit_probe(self) -> None:
+        """The head as a converged logistic-regression probe on the frozen ImageNet features
+        of the training images (probe.py), fitted on rank 0 and broadcast; its validation
+        scores go into the card."""
+        config, data, head = self.config, self.data, self._head()
+        fitted = None
+        if self.ctx.main:
+            tic = time.perf_counter()
+            rows = data.rows("train")
+            where = data.images.index()
+            images = data.images.eval_images[[where[r["path"]] for r in rows]]
+            labels = np.array([CLASSES.index(r["label"]) for r in rows])
+            corrupt = None
+            if config.train_corruption != "none":
+
+                def corrupt(image: np.ndarray, view: int, index: int) -> np.ndarray:
+                    rng = np.random.default_rng([self.seed, PROBE_EPOCH, view, index])
+                    return corrupt_for_training(
+                        image, config.train_corruption, rng, config.robust_clean_share
+                    )
+
+            features = probe.head_features(
+                self.model, head, images, data.preprocessing, self.device, corrupt=corrupt
+            )
+            weights = D.sampling_weights(rows, config.sampling)
+            weight, bias, info = probe.fit_probe(
+                features, labels, weights, config.probe_c, NUM_CLASSES
+            )
+            fitted = (weight, bias, info)
+            self.progress.timings["probe"] = time.perf_counter() - tic
+        weight, bias, info = self.ctx.broadcast(fitted)
+        probe.set_linear(head, weight, bias)
+        if self.ctx.main:
+            val = evaluate(
+                self.model, eval_loader(data.val, data.preprocessing), self.criterion, self.device
+            )
+            scores = report.classification_report(val.labels, val.logits)
+            info["val_balanced_acc"] = scores["balanced_accuracy"]
+            info["seconds"] = round(self.progress.timings["probe"], 1)
+            log.info("linear probe: %s", info)
+        self.progress.lr["probe"] = info
+
+    def _head(self) -> nn.Module:
+        return get_module(self.model, get_arch(self.config.arch).head)
 
     def _start_phase(self, phase: str, resumed: dict | None) -> PhaseKit:
         """Freeze or unfreeze; a fresh optimizer, or the checkpoint's when resuming inside this
@@ -1106,6 +1160,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="group DRO over (class, source) groups with this step size for the group weights, e.g. 0.01 (default: 0 = off)",
     )
     add(
+        "--probe-c",
+        type=float,
+        default=d.probe_c,
+        metavar="C",
+        help="before phase 1, fit the head as a logistic-regression probe on frozen features (LP-FT; probe.py) with this inverse regularisation, e.g. 0.01; with --epochs-frozen 0 phase 2 starts from it (default: 0 = off)",
+    )
+    add(
         "--train-size",
         type=int,
         default=d.train_size,
@@ -1194,6 +1255,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         bn=args.bn,
         domain_adversarial=args.domain_adversarial,
         group_dro=args.group_dro,
+        probe_c=args.probe_c,
         split_seed=args.split_seed,
     )
 
