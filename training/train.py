@@ -110,7 +110,7 @@ class TrainConfig:
     lr_find_iters: int = 100
     lr_find_batches: int = 30  # distinct mini-batches of the phase 1 sweep (features cached)
     bn: str = "frozen"  # phase 2 BatchNorm: frozen (running statistics kept, see set_mode) | train
-    keep: str = "best"  # best: the epoch with the best validation balanced accuracy; last
+    keep: str = "last"  # last: the final epoch (session 5); best: best validation balanced accuracy
     domain_adversarial: float = 0.0  # phase 2 DANN reversal weight (dann.py); 0 = off
     group_dro: float = 0.0  # group DRO step size eta over (class, source) groups (dro.py); 0 = off
     split_seed: int = 0  # seeds the grouped split (shared by every model and seed)
