@@ -1,8 +1,9 @@
 """What a training run reports: metrics of one evaluation, their mean/std over seeds, the shipped
 seed, the model card, the loss curves and the summary table.
 
-Selection happens on validation only: the kept epoch and the shipped seed are chosen by
-validation balanced accuracy; test and SD-198 numbers are written down, never consulted.
+Selection happens on validation only: the shipped seed (and, with --keep best, the kept epoch)
+is chosen by validation balanced accuracy; test and SD-198 numbers are written down, never
+consulted.
 """
 
 from __future__ import annotations
