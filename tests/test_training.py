@@ -902,7 +902,9 @@ def test_probe_features_are_the_head_inputs_of_every_view_with_its_corruption(li
 
 
 def test_probe_run_starts_phase_two_from_the_probe_and_records_it(dataset_root, tmp_path):
-    args = ["--epochs-frozen", "0", "--cycles", "1", "--probe-c", "0.1", "--seed", "0"]
+    # at rate 0 (and BatchNorm statistics frozen) phase 2 leaves the weights as they start, so
+    # its first epoch must score exactly what the probe scored
+    args = ["--epochs-frozen", "0", "--cycles", "1", "--probe-c", "0.1", "--lr", "0", "--seed", "0"]
     run_main(*run_args(dataset_root, tmp_path, *args))
     state = torch.load(tmp_path / "runs/clean/seed0/last.pt", weights_only=False)
     info = state["progress"]["lr"]["probe"]
@@ -910,3 +912,8 @@ def test_probe_run_starts_phase_two_from_the_probe_and_records_it(dataset_root, 
     assert state["config"]["probe_c"] == 0.1
     rows = [json.loads(x) for x in (tmp_path / "runs/clean/seed0/metrics.jsonl").open()]
     assert [r["phase"] for r in rows] == ["full"]
+    assert rows[0]["val_balanced_acc"] == info["val_balanced_acc"]
+    head = state["model"]["classifier.weight"]
+    present = [CLASSES.index(c) for c in CLASSES3]
+    absent = [i for i in range(len(CLASSES)) if i not in present]
+    assert head[absent].abs().max() == 0 < head[present].abs().max()  # classes with no image
