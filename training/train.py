@@ -512,7 +512,7 @@ def run_lr_find(
     if phase == "frozen":
         swept = get_module(model, get_arch(config.arch).head)
         count = min(config.lr_find_batches, config.lr_find_iters)
-        sweep_batches = head_inputs(model, swept, sweep_batches, count, device)
+        sweep_batches = probe.head_inputs(model, swept, sweep_batches, count, device)
     return lr_find(
         swept,
         sweep_batches,
@@ -524,28 +524,6 @@ def run_lr_find(
         device=device,
         autocast_dtype=torch.float16 if device.type == "cuda" else None,
     )
-
-
-@torch.no_grad()
-def head_inputs(
-    model: nn.Module, head: nn.Module, batches: Iterable, count: int, device: torch.device
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(float (N, F) features entering `head`, int64 (N,) targets)] for `count` batches."""
-    captured = []
-
-    def keep_input(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        captured.append(inputs[0].detach().float())
-
-    handle = head.register_forward_hook(keep_input)
-    try:
-        out = []
-        for _, (inputs, targets) in zip(range(count), batches, strict=False):
-            with torch.autocast(device.type, torch.float16, enabled=device.type == "cuda"):
-                model(inputs.to(device))
-            out.append((captured.pop(), targets))
-        return out
-    finally:
-        handle.remove()
 
 
 # --- checkpoints --------------------------------------------------------------------------------
