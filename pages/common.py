@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def samples_dir() -> Path | None:
     return Path(value) if value and Path(value).is_dir() else None
 
 
+_OLD_TITLE_SCORE = re.compile(r" \(test balanced accuracy [0-9.]+\)$")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One model card in the weights folder: its card, or the sentence why it cannot be read."""
@@ -59,9 +63,11 @@ class ModelEntry:
 
     @property
     def label(self) -> str:
+        """The card's title for pickers, which show the score beside it: without the
+        "(test balanced accuracy 0.79)" that cards written before session 5 end their title with."""
         if self.card is None:
             return Path(self.path).stem
-        return self.card.title or self.card.name
+        return _OLD_TITLE_SCORE.sub("", self.card.title or "") or self.card.name
 
 
 def available_models() -> list[ModelEntry]:

@@ -558,3 +558,16 @@ def test_chart_classes_always_shows_the_new_winner():
     clean = np.array([0.3, 0.25, 0.2, 0.1, 0.08, 0.07])
     assert chart_classes(clean, clean) == [0, 1, 2, 3, 4]
     assert chart_classes(clean, np.array([0, 0, 0, 0, 0, 1.0])) == [0, 1, 2, 3, 4, 5]
+
+
+def test_picker_label_drops_the_score_older_cards_carry_in_their_title(tiny_weights_dir):
+    from dermcore.checkpoint import read_card
+    from pages.common import ModelEntry
+
+    path = sorted(tiny_weights_dir.glob("*.json"))[0]
+    card = read_card(path)
+    title = "efficientnet_lite0, trained on clean photos"
+    old = dataclasses.replace(card, title=f"{title} (test balanced accuracy 0.79)")
+    assert ModelEntry(str(path), old).label == title
+    assert ModelEntry(str(path), dataclasses.replace(card, title=title)).label == title
+    assert ModelEntry(str(path), dataclasses.replace(card, title="")).label == card.name

@@ -127,12 +127,10 @@ def make_card(
     test_mean, test_std = mean_std([r["test"] for r in results])
     shifts = [r["shift_sd198"] for r in results if "shift_sd198" in r]
     shift_mean, shift_std = mean_std(shifts) if shifts else ({}, {})
-    balanced = shipped["test"]["balanced_accuracy"]
+    # no score in the title: the app shows the card's metrics beside it
     title = f"{config.arch}, trained on {CORRUPTION_WORDS[config.train_corruption]}"
     if config.impulse_filter:
         title += ", behind an impulse-noise filter"
-    if balanced is not None:
-        title += f" (test balanced accuracy {balanced:.2f})"
     return ModelCard(
         name=config.name,
         arch=config.arch,
