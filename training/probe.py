@@ -172,7 +172,7 @@ def set_linear(head: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
 
 def main(args: argparse.Namespace) -> float:
     """Validation balanced accuracy of a probe fitted as `args` says, on the ImageNet backbone."""
-    from dermcore.labels import CLASSES, NUM_CLASSES
+    from dermcore.labels import NUM_CLASSES
     from dermcore.malloc import keep_freed_memory
     from dermcore.models import build_model, get_arch, get_module
     from training import data as D
@@ -186,15 +186,10 @@ def main(args: argparse.Namespace) -> float:
     data = prepare_data(config, paths)
     model = build_model(config.arch, NUM_CLASSES, pretrained=True).eval()
     head = get_module(model, get_arch(config.arch).head)
-    device, where = torch.device("cpu"), data.images.index()
-
-    def images_of(split: str) -> tuple[list[int], np.ndarray]:
-        rows = data.rows(split)
-        return [where[r["path"]] for r in rows], np.array([CLASSES.index(r["label"]) for r in rows])
-
-    train_index, labels = images_of("train")
+    device = torch.device("cpu")
+    train = D.EvalDataset(data.images, data.rows("train"))
     if args.views == "centre":
-        images = data.images.eval_images[train_index]
+        images = data.images.eval_images[train.cache_index]
         features = head_features(model, head, images, data.preprocessing, device)
     else:
         crop = (args.crop_min, 1.0)
@@ -205,17 +200,17 @@ def main(args: argparse.Namespace) -> float:
             batch = np.stack(
                 [
                     augment(data.images.train_image(i), aug, np.random.default_rng([0, draw, i]))
-                    for i in train_index
+                    for i in train.cache_index
                 ]
             )
             draws.append(head_features(model, head, batch, data.preprocessing, device, views=1))
         features = np.concatenate(draws, axis=1)
     weights = D.sampling_weights(data.rows("train"), config.sampling)
-    weight, bias, info = fit_probe(features, labels, weights, args.c, NUM_CLASSES)
-    val_index, val_labels = images_of("val")
-    val = head_features(model, head, data.images.eval_images[val_index], data.preprocessing, device)
+    weight, bias, info = fit_probe(features, train.labels, weights, args.c, NUM_CLASSES)
+    val_images = data.images.eval_images[data.val.cache_index]
+    val = head_features(model, head, val_images, data.preprocessing, device, views=1)
     predictions = (val[:, 0] @ weight.T + bias).argmax(1)
-    balanced = metrics.balanced_accuracy(val_labels, predictions, NUM_CLASSES)
+    balanced = metrics.balanced_accuracy(data.val.labels, predictions, NUM_CLASSES)
     print(f"{vars(args)} -> validation balanced accuracy {100 * balanced:.1f}% ({info})")
     return balanced
 

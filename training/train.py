@@ -693,7 +693,7 @@ class SeedRun:
         if self.config.domain_adversarial <= 0:
             return None
         _, _, allowed = dann.source_table(self.data.rows("train"))
-        features = get_module(self.model, get_arch(self.config.arch).head).in_features
+        features = self._head().in_features
         return dann.SourceAdversary(features, allowed).to(self.device)
 
     def _make_group_dro(self) -> dro.GroupDRO | None:
@@ -748,9 +748,8 @@ class SeedRun:
         if self.ctx.main:
             tic = time.perf_counter()
             rows = data.rows("train")
-            where = data.images.index()
-            images = data.images.eval_images[[where[r["path"]] for r in rows]]
-            labels = np.array([CLASSES.index(r["label"]) for r in rows])
+            train = D.EvalDataset(data.images, rows)  # the centre crops, as validation sees them
+            images = data.images.eval_images[train.cache_index]
             corrupt = None
             if config.train_corruption != "none":
 
@@ -765,7 +764,7 @@ class SeedRun:
             )
             weights = D.sampling_weights(rows, config.sampling)
             weight, bias, info = probe.fit_probe(
-                features, labels, weights, config.probe_c, NUM_CLASSES
+                features, train.labels, weights, config.probe_c, NUM_CLASSES
             )
             fitted = (weight, bias, info)
             self.progress.timings["probe"] = time.perf_counter() - tic
