@@ -8,7 +8,7 @@ folder of sample photos for the Explore page's gallery.
 
 import streamlit as st
 
-from pages import common
+from ui import common
 
 st.set_page_config(
     page_title="Derm Robustness Lab",

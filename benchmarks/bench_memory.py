@@ -222,7 +222,7 @@ def explain_loop(card_path: Path, calls: int, warmup: int) -> dict:
         gc.collect()
         return process.memory_info().rss
 
-    value = os.environ.get("DERM_TORCH_THREADS", "1")  # as pages/common.torch_threads reads it
+    value = os.environ.get("DERM_TORCH_THREADS", "1")  # as ui/common.torch_threads reads it
     torch.set_num_threads(max(1, int(value)) if value.isdigit() else 1)
     readings = {"imported": rss()}
     predictor = Predictor.from_checkpoint(card_path)

@@ -77,37 +77,37 @@ class RobustnessCurve:
         return f"{noise_part}; a {kernel}x{kernel} blur changes it to {new}."
 
 
-def robustness_curve(
-    predictor: Predictor,
-    photo: np.ndarray,
-    densities: Sequence[float] = DEFAULT_DENSITIES,
-    kernels: Sequence[int] = DEFAULT_KERNELS,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-    pepper_fraction: float = 0.75,
-    where: str = "input",
-    progress: Callable[[float], None] | None = None,
-    batch_size: int = 1,
-) -> RobustnessCurve:
-    """Class probabilities of one uint8 HxWx3 photo under salt-and-pepper noise (every density
-    under every seed) and under Gaussian blur (every kernel), corrupted `where` as in
-    `corrupt_for_model`. `progress(fraction)` is called as the work advances, ending at 1.0."""
-    if where not in CORRUPTION_SITES:
-        raise ValueError(f"where must be one of {CORRUPTION_SITES}, got {where!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    densities = np.asarray(densities, dtype=np.float64)
-    kernels = np.asarray(kernels, dtype=np.int64)
-    seeds = np.asarray(seeds, dtype=np.int64)
-    if any(a.ndim != 1 or len(a) == 0 for a in (densities, kernels, seeds)):
-        raise ValueError("densities, kernels and seeds must each be a non-empty 1-D sequence")
-    specs = [CorruptionSpec()]  # row 0: the clean input
-    specs += [
+def noise_specs(
+    densities: Sequence[float], seeds: Sequence[int], pepper_fraction: float = 0.75
+) -> list[CorruptionSpec]:
+    """Salt-and-pepper views, seed-major: every density under the first seed, then the next."""
+    return [
         CorruptionSpec(noise_density=float(d), pepper_fraction=pepper_fraction, seed=int(s))
         for s in seeds
         for d in densities
     ]
-    specs += [CorruptionSpec(blur_kernel=int(k)) for k in kernels]
 
+
+def blur_specs(kernels: Sequence[int]) -> list[CorruptionSpec]:
+    """Gaussian-blur views, one per kernel side."""
+    return [CorruptionSpec(blur_kernel=int(k)) for k in kernels]
+
+
+def classify_views(
+    predictor: Predictor,
+    photo: np.ndarray,
+    specs: Sequence[CorruptionSpec],
+    where: str = "input",
+    progress: Callable[[float], None] | None = None,
+    batch_size: int = 1,
+) -> np.ndarray:
+    """float32 (len(specs), C): class probabilities of one uint8 HxWx3 photo under each
+    corruption, applied `where` as in `corrupt_for_model`. `progress(fraction)` is called as the
+    work advances, ending at 1.0."""
+    if where not in CORRUPTION_SITES:
+        raise ValueError(f"where must be one of {CORRUPTION_SITES}, got {where!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     report = progress or (lambda fraction: None)
     steps = 2 * len(specs)  # one per prepared image, one per classified image
     inputs = np.empty((len(specs), predictor.input_size, predictor.input_size, 3), np.uint8)
@@ -124,16 +124,64 @@ def robustness_curve(
         stop = min(start + batch_size, len(specs))
         probs[start:stop] = predictor.predict(inputs[start:stop], batch_size=batch_size)
         report((len(specs) + stop) / steps)
+    return probs
 
-    n_noise = len(seeds) * len(densities)
+
+def assemble_curve(
+    densities: Sequence[float],
+    kernels: Sequence[int],
+    seeds: Sequence[int],
+    clean_probs: np.ndarray,
+    noise_probs: np.ndarray,
+    blur_probs: np.ndarray,
+    classes: tuple[str, ...],
+) -> RobustnessCurve:
+    """A curve from probabilities computed in parts: clean (C,), noise (S*D, C) in the order of
+    `noise_specs`, blur (K, C) in the order of `blur_specs`."""
+    densities = np.asarray(densities, dtype=np.float64)
+    seeds = np.asarray(seeds, dtype=np.int64)
     return RobustnessCurve(
         densities=densities,
-        kernels=kernels,
+        kernels=np.asarray(kernels, dtype=np.int64),
         seeds=seeds,
-        noise_probs=probs[1 : 1 + n_noise].reshape(len(seeds), len(densities), -1),
-        blur_probs=probs[1 + n_noise :],
+        noise_probs=np.asarray(noise_probs, np.float32).reshape(len(seeds), len(densities), -1),
+        blur_probs=np.asarray(blur_probs, np.float32),
+        clean_probs=np.asarray(clean_probs, np.float32),
+        clean_class=int(np.argmax(clean_probs)),
+        classes=classes,
+    )
+
+
+def robustness_curve(
+    predictor: Predictor,
+    photo: np.ndarray,
+    densities: Sequence[float] = DEFAULT_DENSITIES,
+    kernels: Sequence[int] = DEFAULT_KERNELS,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    pepper_fraction: float = 0.75,
+    where: str = "input",
+    progress: Callable[[float], None] | None = None,
+    batch_size: int = 1,
+) -> RobustnessCurve:
+    """Class probabilities of one uint8 HxWx3 photo under salt-and-pepper noise (every density
+    under every seed) and under Gaussian blur (every kernel), corrupted `where` as in
+    `corrupt_for_model`. `progress(fraction)` is called as the work advances, ending at 1.0."""
+    densities = np.asarray(densities, dtype=np.float64)
+    kernels = np.asarray(kernels, dtype=np.int64)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if any(a.ndim != 1 or len(a) == 0 for a in (densities, kernels, seeds)):
+        raise ValueError("densities, kernels and seeds must each be a non-empty 1-D sequence")
+    noise = noise_specs(densities, seeds, pepper_fraction)
+    specs = [CorruptionSpec(), *noise, *blur_specs(kernels)]  # row 0: the clean input
+    probs = classify_views(predictor, photo, specs, where, progress, batch_size)
+    n_noise = len(noise)
+    return assemble_curve(
+        densities,
+        kernels,
+        seeds,
         clean_probs=probs[0],
-        clean_class=int(probs[0].argmax()),
+        noise_probs=probs[1 : 1 + n_noise],
+        blur_probs=probs[1 + n_noise :],
         classes=predictor.classes,
     )
 

@@ -15,6 +15,14 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from dermcore.comparison import (
+    Comparison,
+    chart_classes,
+    comparison_png,
+    comparison_record,
+    flip_callout,
+    record_json,
+)
 from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import METHODS, Explanation, Predictor, cam_shift, overlay
 from dermcore.imageio import (
@@ -26,15 +34,7 @@ from dermcore.imageio import (
     load_image,
     upright_size,
 )
-from pages import common
-from pages.comparison import (
-    Comparison,
-    chart_classes,
-    comparison_png,
-    comparison_record,
-    flip_callout,
-    record_json,
-)
+from ui import common
 
 BLUR_KERNELS = (1, 3, 5, 7, 9, 11)
 CLEAN_COLOUR, CORRUPTED_COLOUR = "#4c78a8", "#f58518"

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dermcore.checkpoint import CheckpointError, ModelCard, read_card, verify_weights
-from pages import common
+from ui import common
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -14,8 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import common
-from pages.reports import (
+from dermcore.reports import (
     NO_REPORTS,
     SETS,
     ConditionResult,
@@ -26,6 +25,7 @@ from pages.reports import (
     reports_signature,
     row_normalised,
 )
+from ui import common
 
 # family -> (x-axis title, severity -> tick label, tick label of the clean condition)
 SEVERITY_LABELS = {

@@ -6,20 +6,22 @@ one batched pass (dermcore.robustness); the seeds' spread is drawn as a band aro
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import Predictor
 from dermcore.robustness import (
     DEFAULT_DENSITIES,
     DEFAULT_KERNELS,
     RobustnessCurve,
-    robustness_curve,
+    assemble_curve,
+    blur_specs,
+    classify_views,
+    noise_specs,
 )
-from pages import common
+from ui import common
 
 HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legend
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2",
@@ -44,26 +46,56 @@ def robustness_controls(input_size: int) -> tuple[int, float, str]:
     return n_seeds, pepper_fraction, where
 
 
-@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
-def compute_curve(
+@st.cache_data(max_entries=128, ttl=3600, show_spinner=False)
+def classify_part(
     model_key: str,
     photo_sha256: str,
-    n_seeds: int,
-    pepper_fraction: float,
+    spec_items: tuple[tuple, ...],
     where: str,
     _predictor: Predictor,
     _photo: np.ndarray,
-    _progress: Callable[[float], None],
+) -> np.ndarray:
+    """Probabilities of one part of the curve. No Streamlit call in here: a cached function is
+    replayed for every session that asks for the same part, and a call on a block made outside
+    it (a progress bar) cannot be replayed."""
+    specs = [CorruptionSpec(**dict(items)) for items in spec_items]
+    return classify_views(_predictor, _photo, specs, where)
+
+
+def compute_curve(
+    model_key: str,
+    photo: common.CurrentPhoto,
+    predictor: Predictor,
+    n_seeds: int,
+    pepper_fraction: float,
+    where: str,
 ) -> RobustnessCurve:
-    return robustness_curve(
-        _predictor,
-        _photo,
-        densities=DEFAULT_DENSITIES,
-        kernels=DEFAULT_KERNELS,
-        seeds=range(n_seeds),
-        pepper_fraction=pepper_fraction,
-        where=where,
-        progress=_progress,
+    """The curve in parts (clean and blur, then one part per noise seed), each cached on its
+    own, with a progress bar between parts."""
+    seeds = list(range(n_seeds))
+    parts = [[CorruptionSpec(), *blur_specs(DEFAULT_KERNELS)]]
+    parts += [noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in seeds]
+    n_views = sum(len(part) for part in parts)
+    text = f"Corrupting and classifying {n_views} views…"
+    bar = st.progress(0.0, text=text)
+    probs, done = [], 0
+    for part in parts:
+        spec_items = tuple(tuple(sorted(spec.to_dict().items())) for spec in part)
+        probs.append(
+            classify_part(model_key, photo.sha256, spec_items, where, predictor, photo.image)
+        )
+        done += len(part)
+        bar.progress(done / n_views, text=text)
+    bar.empty()
+    base = probs[0]
+    return assemble_curve(
+        DEFAULT_DENSITIES,
+        DEFAULT_KERNELS,
+        seeds,
+        clean_probs=base[0],
+        noise_probs=np.concatenate(probs[1:]),
+        blur_probs=base[1:],
+        classes=predictor.classes,
     )
 
 
@@ -185,19 +217,5 @@ n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
 st.caption(f"Photo: {photo.name} · model: {entry.label}")
 if predictor.preprocessing.impulse_filter:
     st.caption(common.IMPULSE_FILTER_NOTE)
-n_views = 1 + n_seeds * len(DEFAULT_DENSITIES) + len(DEFAULT_KERNELS)
-bar = st.progress(0.0, text=f"Corrupting and classifying {n_views} views…")
-curve = compute_curve(
-    common.model_key(entry),
-    photo.sha256,
-    n_seeds,
-    pepper_fraction,
-    where,
-    predictor,
-    photo.image,
-    lambda fraction: bar.progress(
-        min(1.0, fraction), text=f"Corrupting and classifying {n_views} views…"
-    ),
-)
-bar.empty()
+curve = compute_curve(common.model_key(entry), photo, predictor, n_seeds, pepper_fraction, where)
 render_curve(curve)

@@ -21,16 +21,16 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dermcore.checkpoint import load_checkpoint, save_checkpoint
-from dermcore.corruptions import CorruptionSpec
-from dermcore.explain import Predictor, cam_shift
-from pages.comparison import (
+from dermcore.comparison import (
     Comparison,
     chart_classes,
     comparison_png,
     comparison_record,
     flip_callout,
 )
-from pages.reports import NO_REPORTS, parse_set_report
+from dermcore.corruptions import CorruptionSpec
+from dermcore.explain import Predictor, cam_shift
+from dermcore.reports import NO_REPORTS, parse_set_report
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT_S = 90  # the first run of a session loads torch and the model
@@ -348,6 +348,36 @@ def test_robustness_curve_of_the_explore_photo(app, photo_png):
     assert (tipping == "none") == ("holds at every noise density" in statement)
 
 
+def _curve_on_screen(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert [m.label for m in at.metric][:1] == ["Clean prediction"]
+    assert at.info[0].value.startswith("The top class")
+
+
+def test_the_same_curve_shown_twice_in_one_session(app, photo_png):
+    """A cached curve is replayed without Streamlit calls (CacheReplayClosureError before)."""
+    upload(app, photo_png)
+    app.switch_page("pages/robustness.py").run()
+    _curve_on_screen(app)
+    app.switch_page("pages/explore.py").run()
+    assert not app.exception
+    app.switch_page("pages/robustness.py").run()
+    _curve_on_screen(app)
+    for seeds in (1, 3):
+        app.slider(key="robustness_seeds").set_value(seeds).run()
+        _curve_on_screen(app)
+
+
+def test_the_same_curve_shown_by_two_sessions(tiny_weights_dir, photo_png, monkeypatch):
+    """The cache is shared by every session: the second session is served from it."""
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    for _ in range(2):
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+        upload(at, photo_png)
+        at.switch_page("pages/robustness.py").run()
+        _curve_on_screen(at)
+
+
 # ---- Results with a report ------------------------------------------------------------------
 
 
@@ -562,7 +592,7 @@ def test_chart_classes_always_shows_the_new_winner():
 
 def test_picker_label_drops_the_score_older_cards_carry_in_their_title(tiny_weights_dir):
     from dermcore.checkpoint import read_card
-    from pages.common import ModelEntry
+    from ui.common import ModelEntry
 
     path = sorted(tiny_weights_dir.glob("*.json"))[0]
     card = read_card(path)

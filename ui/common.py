@@ -16,9 +16,9 @@ import numpy as np
 import streamlit as st
 
 from dermcore.checkpoint import CheckpointError, ModelCard, list_cards, read_card
+from dermcore.comparison import NOTICE as NOTICE  # re-exported for app.py
 from dermcore.explain import Predictor
 from dermcore.malloc import fix_mmap_threshold
-from pages.comparison import NOTICE as NOTICE  # re-exported for app.py
 
 APP_DIR = Path(__file__).resolve().parent.parent
 MODEL_KEY = "sidebar_model"  # the sidebar's model picker (a card path); drawn in app.py
