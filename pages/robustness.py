@@ -24,8 +24,12 @@ from dermcore.robustness import (
 from ui import common
 
 HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legend
-PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2",
-           "#ff9da6", "#9d755d", "#bab0ac")  # fmt: skip
+# One strong, distinct hue per class, in dermcore.labels.CLASSES order (category10 with its grey
+# and pale olive replaced by indigo and dark olive, so whichever class is the photo's clean
+# answer, its thick line stands out).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#393b79", "#7f7f00", "#17becf")  # fmt: skip
+CLEAN_LINE_PX, OTHER_LINE_PX = 4.5, 1.6
 
 
 def robustness_controls(input_size: int) -> tuple[int, float, str]:
@@ -124,7 +128,7 @@ def noise_figure(curve: RobustnessCurve) -> go.Figure:
             )  # fmt: skip
         figure.add_scatter(
             x=x, y=mean[:, index], name=name, legendgroup=name, visible=visible,
-            line={"color": colour, "width": 3 if index == curve.clean_class else 1.6},
+            line={"color": colour, "width": CLEAN_LINE_PX if index == curve.clean_class else OTHER_LINE_PX},
             hovertemplate=f"{name}: %{{y:.1%}} at %{{x:.2f}}% noise<extra></extra>",
         )  # fmt: skip
     if curve.noise_tipping_point is not None:
@@ -132,7 +136,8 @@ def noise_figure(curve: RobustnessCurve) -> go.Figure:
             x=curve.noise_tipping_point * 100, line_dash="dash", line_color="#e45756",
             annotation_text="top class changes", annotation_position="top left",
         )  # fmt: skip
-    return _layout(figure, "noisy pixels (%)", ticksuffix="%")
+    figure = _layout(figure, "noisy pixels (%)", ticksuffix="%")
+    return figure.update_xaxes(range=[0, float(x.max())], rangemode="nonnegative")
 
 
 def blur_figure(curve: RobustnessCurve) -> go.Figure:
@@ -144,7 +149,7 @@ def blur_figure(curve: RobustnessCurve) -> go.Figure:
             x=labels, y=curve.blur_probs[:, index], name=name, mode="lines+markers",
             visible=True if index in highlighted else "legendonly",
             line={"color": PALETTE[index % len(PALETTE)],
-                  "width": 3 if index == curve.clean_class else 1.6},
+                  "width": CLEAN_LINE_PX if index == curve.clean_class else OTHER_LINE_PX},
             hovertemplate=f"{name}: %{{y:.1%}} with %{{x}} blur<extra></extra>",
         )  # fmt: skip
     if curve.blur_tipping_point is not None:
@@ -159,7 +164,8 @@ def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
         margin={"l": 0, "r": 0, "t": 30, "b": 0},
         xaxis={"title": x_title, "ticksuffix": ticksuffix},
         yaxis={"title": "probability", "range": [0, 1], "tickformat": ".0%"},
-        legend={"orientation": "h", "y": -0.25},
+        legend={"orientation": "h", "y": -0.3},
+        font={"size": 13},
     )
     return figure
 
@@ -202,20 +208,25 @@ def render_curve(curve: RobustnessCurve) -> None:
     )
 
 
-st.title("Robustness curve")
-st.caption(
-    "How far can this photo be degraded before the model changes its mind? Every class's "
-    "probability against noise density and blur strength."
-)
 entry, predictor = common.model_or_stop()
+common.page_header(
+    "Robustness curve",
+    "How far can this photo be degraded before the model changes its mind? Every class's "
+    "probability against noise density and blur strength.",
+)
 photo = common.current_photo()
 if photo is None:
     st.info("Choose a photo on the Explore page first.", icon=":material/image_search:")
     st.page_link("pages/explore.py", label="Go to Explore", icon=":material/arrow_forward:")
     st.stop()
-n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
-st.caption(f"Photo: {photo.name} · model: {entry.label}")
-if predictor.preprocessing.impulse_filter:
-    st.caption(common.IMPULSE_FILTER_NOTE)
+photo_column, controls_column = st.columns([1, 4], gap="medium")
+with photo_column:
+    height, width = photo.original_shape[:2]
+    st.image(photo.preview_png, width=max(60, min(200, round(120 * width / height))))
+    st.caption(f"{width}×{height} px · {entry.label}")
+with controls_column:
+    n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
+    if predictor.preprocessing.impulse_filter:
+        st.caption(common.IMPULSE_FILTER_NOTE)
 curve = compute_curve(common.model_key(entry), photo, predictor, n_seeds, pepper_fraction, where)
 render_curve(curve)

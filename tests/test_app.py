@@ -128,8 +128,13 @@ def test_model_and_data_renders_the_card(app):
     app.switch_page("pages/model_data.py").run()
     assert not app.exception
     assert "tiny-clean (test fixture)" in texts(app.subheader)
-    assert [m.value for m in app.metric][:3] == ["efficientnet_lite0", "10", "64×64 px"]
+    assert [m.value for m in app.metric][:3] == ["EfficientNet-Lite0", "10", "64×64 px"]
     assert any("Random weights" in t for t in texts(app.markdown))
+    table = app.dataframe[0].value  # plain rows and percentages, never a raw key or None
+    assert list(table.index) == ["Held-out test photos (same collections as training)"]
+    assert table.iloc[0]["right answers"] == "11.1%"
+    shown = " ".join(texts(app.markdown)) + " ".join(str(d.value) for d in app.dataframe)
+    assert "None" not in shown and "test_mean" not in shown and "_std" not in shown
     assert any("No dataset card yet" in t for t in texts(app.caption))
     app.sidebar.selectbox(key="sidebar_model").select_index(1).run()
     assert "tiny-noise (test fixture)" in texts(app.subheader)
@@ -506,10 +511,10 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert list(headline.index) == [
         "Paper: trained clean",
         "Paper: trained with S&P",
-        "Ours: clean",
-        "Ours: noise-trained",
+        "Ours: Clean",
+        "Ours: Noise-trained",
     ]
-    assert headline.loc["Ours: clean", "S&P ≤ 5%"] == "60.0%"  # sp_upto5, the paper's test
+    assert headline.loc["Ours: Clean", "S&P ≤ 5%"] == "60.0%"  # sp_upto5, the paper's test
     assert headline.loc["Paper: trained clean", "SD-198"] == "32%"  # as the paper prints it
     assert headline.loc["Paper: trained clean", "Blur 5×5"] == "74.85%"
 
@@ -530,6 +535,34 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
     (note,) = [t for t in texts(at.caption) if "impulse filter" in t]
     assert note.startswith("noise-trained: ")
+
+
+def test_results_opens_with_the_story(tiny_weights_dir, tmp_path, monkeypatch):
+    """The takeaway sentence and the accuracy-vs-severity charts come first; the noise axis is
+    linear in density; ROC, calibration and training sit under 'ML details'."""
+    rng = np.random.default_rng(1)
+    for model in ("clean", "robust"):
+        folder = tmp_path / "reports" / model
+        folder.mkdir(parents=True)
+        for dataset in ("test", "shift_sd198"):
+            (folder / f"{dataset}.json").write_text(
+                json.dumps(_fake_set_report(rng, model, dataset))
+            )
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    for path in tiny_weights_dir.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    subheaders = texts(at.subheader)
+    assert subheaders[0] == "What to take away"
+    assert subheaders.index("ML details") > subheaders.index("Ours beside the paper")
+    sentence = next(t for t in texts(at.markdown) if t.startswith("Salt-and-pepper noise"))
+    assert "Clean 80% → 60%" in sentence and "Robust (impulse filter) 80% → 60%" in sentence
+    assert "On SD-198" in sentence
+    figure = plotly_figure(at, "results_story_noise")
+    assert figure.layout.xaxis.type == "linear"
+    np.testing.assert_allclose(values(figure.data[0].x), [0, 1, 5])  # percent, to scale
 
 
 def test_reports_in_the_briefs_layout_are_read_too():
