@@ -53,16 +53,6 @@ PAGES = [
 ]
 
 
-# Widget values that outlive a page switch (Streamlit drops a widget's value on a run that does
-# not draw it): Explore's photo source and every control, the curve's and Results' settings.
-PERSISTENT_KEYS = (
-    "explore_source", "explore_noise", "explore_ratio", "explore_impulse_filter", "explore_seed",
-    "explore_blur", "explore_motion_length", "explore_motion_angle", "explore_cam_method",
-    "explore_target", "explore_opacity", "explore_where", "explore_sample",
-    "robustness_seeds", "robustness_ratio", "robustness_where",
-)  # fmt: skip
-
-
 def sidebar_model_picker() -> None:
     """One picker for every page: each model by its plain name, with one line on what it is."""
     models = common.available_models()
@@ -96,6 +86,5 @@ def sidebar_model_picker() -> None:
 
 
 page = st.navigation(PAGES)
-common.keep_widget_state(PERSISTENT_KEYS)
 sidebar_model_picker()
 page.run()

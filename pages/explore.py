@@ -60,7 +60,7 @@ PREVIEW_HEIGHT_PX = 130  # drawn at most this tall, so a portrait photo pushes n
 # minutes on a CPU, far too slow for a slider. dermcore.explain still offers it.
 LIVE_METHODS = tuple(m for m in METHODS if m != "scorecam")
 UPLOAD_LIMIT_MB = 50  # dermcore.imageio.load_image's default max_bytes, in MB
-# Widget values that outlive a page switch (ui.common.keep_widget_state, called by app.py), with
+# Widget values that outlive a page switch (ui.common.restore_widgets / remember_widgets), with
 # their defaults. Noise starts at 0: the first screen shows the photo as it is, and the
 # presenter moves the slider.
 DEFAULTS = {
@@ -92,10 +92,8 @@ class ExploreSettings:
 
 
 def init_state(samples: list[common.Sample]) -> None:
-    """Session defaults, set once; widgets then read their value from session_state only (no
-    `value=`), so a value kept across pages never conflicts with a default."""
-    for key, value in DEFAULTS.items():
-        st.session_state.setdefault(key, value)
+    """Each control's value: the one kept from earlier in the session, else its default."""
+    common.restore_widgets(DEFAULTS)
     if not samples and st.session_state["explore_source"] == "Samples":
         st.session_state["explore_source"] = "Upload"
     paths = [str(sample.path) for sample in samples]
@@ -555,6 +553,7 @@ def comparison_panel(
         kernel, motion, angle = blur_controls()
     with heatmap_column:
         method, target, alpha = heatmap_controls(predictor.classes)
+    common.remember_widgets(PERSISTENT_KEYS)
     if photo is None:
         st.info(
             f"Pick a sample, upload a photo (up to {UPLOAD_LIMIT_MB} MB) or take one to begin.",

@@ -30,23 +30,26 @@ HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legen
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#393b79", "#7f7f00", "#17becf")  # fmt: skip
 CLEAN_LINE_PX, OTHER_LINE_PX = 4.5, 1.6
+DEFAULTS = {"robustness_seeds": 3, "robustness_ratio": 0.75, "robustness_where": "input"}
 
 
 def robustness_controls(input_size: int) -> tuple[int, float, str]:
     """(number of noise seeds, pepper fraction, where)."""
+    common.restore_widgets(DEFAULTS)
     seeds_column, ratio_column, where_column = st.columns(3, gap="medium")
     n_seeds = seeds_column.slider(
-        "Noise seeds", 1, 5, 3, key="robustness_seeds",
+        "Noise seeds", 1, 5, key="robustness_seeds",
         help="Each density is drawn with this many different random noise patterns.",
     )  # fmt: skip
     pepper_fraction = ratio_column.select_slider(
-        "Black : white", list(common.PEPPER_FRACTIONS), value=0.75,
+        "Black : white", list(common.PEPPER_FRACTIONS),
         format_func=common.PEPPER_FRACTIONS.get, key="robustness_ratio",
     )  # fmt: skip
     where = where_column.radio(
         "Corrupt", ["input", "photo"], key="robustness_where", horizontal=True,
         format_func={"input": f"the {input_size}×{input_size} model input", "photo": "the full photo"}.get,
     )  # fmt: skip
+    common.remember_widgets(DEFAULTS)
     return n_seeds, pepper_fraction, where
 
 

@@ -140,12 +140,25 @@ def page_header(title: str, question: str) -> None:
     st.caption(question)
 
 
-def keep_widget_state(keys: tuple[str, ...]) -> None:
-    """Streamlit forgets a widget's value when a run does not draw it (another page). Writing
-    each value back at the top of every run keeps it for the session; call before page.run()."""
+KEPT_PREFIX = "kept_"  # session_state[KEPT_PREFIX + key]: a widget's last value, kept
+
+
+def restore_widgets(defaults: dict) -> None:
+    """Before a page draws its widgets: each widget key that Streamlit dropped (it forgets the
+    values of widgets a run did not draw, and a page switch forgets those drawn inside a
+    fragment) gets back its last kept value, else its default. Widgets then take their value
+    from session_state only (no `value=` argument), so no value conflicts with a default."""
+    for key, default in defaults.items():
+        if key not in st.session_state:
+            st.session_state[key] = st.session_state.get(KEPT_PREFIX + key, default)
+
+
+def remember_widgets(keys) -> None:
+    """After a page (or fragment) has drawn its widgets: keep their values in plain session
+    state, which outlives page switches."""
     for key in keys:
         if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+            st.session_state[KEPT_PREFIX + key] = st.session_state[key]
 
 
 _OLD_TITLE_SCORE = re.compile(r" \(test balanced accuracy [0-9.]+\)$")
