@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -49,6 +50,19 @@ def adversary_weight(progress: float, max_weight: float, gamma: float = 10.0) ->
     [0, 1], so the adversary does not shake the features before it has learned anything."""
     progress = min(max(progress, 0.0), 1.0)
     return max_weight * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
+
+
+@dataclass
+class AdversaryPlan:
+    """What train_one_epoch needs for the source adversary: int64 (N_train,) source index per
+    training image, and the reversal weight at each phase-2 step (Ganin's ramp)."""
+
+    sources: torch.Tensor
+    max_weight: float
+    total_steps: int
+
+    def weight(self, step: int) -> float:
+        return adversary_weight(step / max(self.total_steps, 1), self.max_weight)
 
 
 class SourceAdversary(nn.Module):
