@@ -98,7 +98,7 @@ def dataset_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def restore_torch_globals():
-    """train.seed_everything() switches on deterministic algorithms; keep other tests unaffected."""
+    """engine.seed_everything() switches on deterministic algorithms; keep other tests unaffected."""
     deterministic, rng = torch.are_deterministic_algorithms_enabled(), torch.get_rng_state()
     yield
     torch.use_deterministic_algorithms(deterministic)

@@ -1,7 +1,7 @@
 """What decides a training run: `TrainConfig` (saved in last.pt and in every model card) and
 `RunPaths` (where the data, the split, the cache, the runs and the shipped weights live).
 
-Nothing here imports a module of training/ above `data.py`, so every script and helper can read
+From training/ it imports only data.py and schedules.py, so every script and helper can read
 the configuration without importing the training script.
 """
 
