@@ -72,8 +72,8 @@ def main(args: argparse.Namespace) -> int:
     if not CHROMIUM.exists():
         print(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
         return 2
-    if args.changes > 40:
-        print("--changes must be at most 40: the slider starts at 1.0% and stops at 5.0%")
+    if args.changes > 50:
+        print("--changes must be at most 50: the slider starts at 0.0% and stops at 5.0%")
         return 2
     if args.torch_threads is not None:
         os.environ["DERM_TORCH_THREADS"] = str(args.torch_threads)  # read by the server it starts
@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("Explore: noise slider change -> updated probabilities on screen (headless Chromium)")
     print(f"model input {args.input_size} px, photo {args.photo_side}x{height} px, "
-          f"{args.changes} changes (1.0% -> {final}), server torch threads {os.environ.get('DERM_TORCH_THREADS', '1')}, "
+          f"{args.changes} changes (0.0% -> {final}), server torch threads {os.environ.get('DERM_TORCH_THREADS', '1')}, "
           f"CPUs {os.cpu_count()}, load average {load:.1f}")  # fmt: skip
     rows = [
         ("p50", p50),

@@ -46,7 +46,7 @@ def severity_label(family: str, name: str, severity: float | None) -> str:
 
 FAMILY_TITLES = {
     "noise": "Salt-and-pepper noise",
-    "blur": "Gaussian blur (the paper's 'motion blur')",
+    "blur": "Gaussian blur",
     "motion": "Motion blur",
     "jpeg": "JPEG compression",
     "exposure": "Exposure",
@@ -335,8 +335,8 @@ def severity_figure(
         else {"title": axis_title, "type": "category"}
     )
     figure.update_layout(
-        height=320, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title=FAMILY_TITLES.get(family, family),
-        xaxis=xaxis, legend={"orientation": "h", "y": -0.3},
+        height=360, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title=FAMILY_TITLES.get(family, family),
+        xaxis=xaxis, legend={"orientation": "h", "yanchor": "top", "y": -0.28},
         yaxis={"title": METRIC_NAMES.get(metric, metric), "range": [0, 1], "tickformat": ".0%"},
     )  # fmt: skip
     return figure
@@ -604,7 +604,7 @@ def render_story(models: dict[str, ModelReports], paper: dict) -> None:
     st.subheader("What to take away")
     if sentence := takeaway(models):
         st.markdown(sentence)
-    noise_column, blur_column = st.columns(2)
+    noise_column, blur_column = st.container(key="wrap_results_story").columns(2)
     for column, family in ((noise_column, "noise"), (blur_column, "blur")):
         column.plotly_chart(
             severity_figure(models, "test", family, "accuracy", paper),

@@ -196,7 +196,7 @@ def render_curve(curve: RobustnessCurve) -> None:
         "none" if blur_point is None else f"{blur_point}×{blur_point}",
         help=f"The smallest Gaussian kernel at which the top class is no longer {clean}.",
     )
-    noise_column, blur_column = st.columns(2, gap="large")
+    noise_column, blur_column = st.container(key="wrap_robustness_charts").columns(2, gap="large")
     with noise_column:
         st.markdown("**Against salt-and-pepper noise**")
         st.plotly_chart(noise_figure(curve), key="robustness_noise_chart")

@@ -129,8 +129,16 @@ def model_blurb(card: ModelCard) -> str | None:
 
 
 # Less empty space above each page's header than Streamlit's default (6rem), so a 768-px-tall
-# screen shows the controls and both answers at once. A <style>-only st.html takes no space.
-COMPACT_PAGE = "<style>.stMainBlockContainer { padding-top: 2.5rem; }</style>"
+# screen shows the controls and both answers at once; and below 1100 px of window, the columns
+# of any container keyed "wrap_..." wrap one under the other. A <style>-only st.html takes no
+# space.
+COMPACT_PAGE = (
+    "<style>.stMainBlockContainer { padding-top: 2.5rem; }"
+    "@media (max-width: 1100px) {"
+    ' [class*="st-key-wrap_"] > div > [data-testid=stHorizontalBlock] { flex-wrap: wrap; }'
+    ' [class*="st-key-wrap_"] > div > [data-testid=stHorizontalBlock] > [data-testid=stColumn]'
+    " { min-width: 100%; } }</style>"
+)
 
 
 def page_header(title: str, question: str) -> None:
