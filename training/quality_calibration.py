@@ -1,0 +1,325 @@
+"""Fit and validate the photo-quality reading (dermcore/quality.py) on corrupted test photos.
+
+    PYTHONPATH=. python training/quality_calibration.py      # writes weights/reports/quality.json
+
+The test photos of weights/split.json are decoded once to the model input resolution (224 px) and
+split by a seeded shuffle into two halves of photos. Every photo is corrupted with known settings,
+one family at a time, with dermcore.corruptions' own functions, at the report sweeps' levels:
+
+    noise     salt-and-pepper 0, 0.5, 1, 2, 3, 4, 5 % (black:white 3:1)
+    blur      Gaussian kernel 1 (off), 3, 5, 7, 9, 11
+    jpeg      no re-encode, quality 90, 70, 50, 30, 10
+    exposure  factor 0.5 (under), 1, 2 (over); 0.7 and 1.4 (half a stop) are read but not fitted
+
+Each family's score (a polynomial of its measures, least squares onto the level index) and its
+thresholds (each cut minimises the errors between two neighbouring levels) are fitted on the FIRST
+half only; the validation table is measured on the SECOND half: per family and level, the share of
+photos whose estimate lands on the right level and within one level, the full confusion counts,
+and how often photos damaged in another family, or half-stop exposures, read as damaged here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from dermcore import corruptions  # noqa: E402
+from dermcore.preprocessing import Preprocessing  # noqa: E402
+from dermcore.quality import (  # noqa: E402
+    FAMILIES,
+    FamilyCalibration,
+    measure_quality,
+    polynomial_terms,
+)
+from training.evaluate import (  # noqa: E402
+    default_data_root,
+    load_set,
+    read_split,
+    write_json,
+)
+
+log = logging.getLogger("quality_calibration")
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    """How one family is corrupted, which measures its score reads, and its levels."""
+
+    levels: tuple[float, ...]  # fitted severities, in increasing score order
+    clean_level: float
+    features: tuple[str, ...]
+    degree: int
+    corrupt: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
+    extra_levels: tuple[float, ...] = ()  # read and reported, not fitted
+
+
+def _noise(image, density, rng):
+    return corruptions.salt_and_pepper(image, density, 0.75, rng=rng)
+
+
+def _blur(image, kernel, rng):
+    return corruptions.gaussian_blur(image, int(kernel))
+
+
+def _jpeg(image, quality, rng):
+    return image.copy() if quality == 100 else corruptions.jpeg_compression(image, int(quality))
+
+
+def _exposure(image, factor, rng):
+    return corruptions.exposure(image, factor)
+
+
+BLUR_FEATURES = tuple(f"blur_band{i}" for i in range(6))
+PLANS: dict[str, FamilyPlan] = {
+    "noise": FamilyPlan(
+        (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05), 0.0, ("impulse_share",), 1, _noise
+    ),
+    # Degree 2: how much fine detail a sharp photo has depends on its coarse content, and the
+    # pairwise products let the score learn that (0.69 -> 0.79 mean right-level share when tried).
+    "blur": FamilyPlan((1, 3, 5, 7, 9, 11), 1, BLUR_FEATURES, 2, _blur),
+    # quality 100 stands for "no re-encode", as in the reports' sweeps; increasing blockiness
+    "jpeg": FamilyPlan(
+        (100, 90, 70, 50, 30, 10), 100, ("blockiness", "grid_blockiness", "blur_band0"), 2, _jpeg
+    ),
+    "exposure": FamilyPlan(
+        (0.5, 1.0, 2.0),
+        1.0,
+        ("log2_mean_luminance", "log2_bright_luminance", "highlights_clipped"),
+        2,
+        _exposure,
+        extra_levels=(0.7, 1.4),
+    ),
+}
+
+
+def measure_family(
+    images: np.ndarray, family: str, level: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Corrupt every image at one level and measure it: feature name -> float64 (N,)."""
+    plan = PLANS[family]
+    rows = []
+    for index, image in enumerate(images):
+        rng = np.random.default_rng([seed, FAMILIES.index(family), int(level * 1000), index])
+        rows.append(measure_quality(plan.corrupt(image, level, rng)).features())
+    return {name: np.array([row[name] for row in rows]) for name in rows[0]}
+
+
+def fit_family(family: str, measured: dict[float, dict[str, np.ndarray]]) -> FamilyCalibration:
+    """Least-squares polynomial score onto the level index, then one cut per pair of levels."""
+    plan = PLANS[family]
+    x = np.concatenate([_matrix(measured[level], plan) for level in plan.levels])
+    target = np.concatenate(
+        [np.full(len(measured[level][plan.features[0]]), i) for i, level in enumerate(plan.levels)]
+    )
+    design = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    weights = np.linalg.lstsq(design, target.astype(np.float64), rcond=None)[0]
+    scores = [_matrix(measured[level], plan) @ weights[:-1] + weights[-1] for level in plan.levels]
+    thresholds = np.maximum.accumulate(
+        [_best_cut(lower, upper) for lower, upper in zip(scores, scores[1:], strict=False)]
+    )
+    return FamilyCalibration(
+        family=family,
+        features=plan.features,
+        degree=plan.degree,
+        weights=tuple(float(w) for w in weights),
+        levels=tuple(float(v) for v in plan.levels),
+        thresholds=tuple(float(t) for t in thresholds),
+        clean_level=float(plan.clean_level),
+    )
+
+
+def _matrix(features: dict[str, np.ndarray], plan: FamilyPlan) -> np.ndarray:
+    return polynomial_terms(
+        np.stack([features[name] for name in plan.features], axis=1), plan.degree
+    )
+
+
+def _best_cut(lower: np.ndarray, upper: np.ndarray) -> float:
+    """The cut between two levels' scores with the fewest errors (lower >= cut, upper < cut);
+    halfway between neighbouring candidate scores, so a tie does not sit on a fitted photo."""
+    candidates = np.unique(np.concatenate([lower, upper]))
+    cuts = (candidates[:-1] + candidates[1:]) / 2 if len(candidates) > 1 else candidates
+    errors = [(lower >= cut).sum() + (upper < cut).sum() for cut in cuts]
+    return float(cuts[int(np.argmin(errors))])
+
+
+def validate_family(
+    calibration: FamilyCalibration,
+    measured: dict[float, dict[str, np.ndarray]],
+    levels: tuple[float, ...],
+) -> list[dict]:
+    """Per true level: images, share on the right level, within one level, estimated counts."""
+    rows = []
+    for level in levels:
+        features = measured[level]
+        n = len(next(iter(features.values())))
+        estimated = [
+            calibration.level_index(calibration.score({k: v[i] for k, v in features.items()}))
+            for i in range(n)
+        ]
+        counts = np.bincount(estimated, minlength=len(calibration.levels))
+        row = {
+            "severity": level,
+            "n_images": n,
+            "estimated": {
+                f"{v:g}": int(c) for v, c in zip(calibration.levels, counts, strict=True)
+            },
+        }
+        if level in calibration.levels:
+            truth = calibration.levels.index(level)
+            row["right_level"] = counts[truth] / n
+            row["within_one_level"] = counts[max(0, truth - 1) : truth + 2].sum() / n
+        rows.append(row)
+    return rows
+
+
+def false_alarms(
+    calibrations: dict[str, FamilyCalibration], measured: dict[str, dict[float, dict]]
+) -> dict[str, dict[str, float]]:
+    """For each family, over photos damaged ONLY in another family (validation half): the share
+    that reads as damaged in this family. The clean level of each other family is skipped."""
+    out = {}
+    for family, calibration in calibrations.items():
+        out[family] = {}
+        for other, by_level in measured.items():
+            if other == family:
+                continue
+            damaged, total = 0, 0
+            for level, features in by_level.items():
+                if level == PLANS[other].clean_level:
+                    continue
+                n = len(next(iter(features.values())))
+                for i in range(n):
+                    score = calibration.score({k: v[i] for k, v in features.items()})
+                    damaged += (
+                        calibration.levels[calibration.level_index(score)]
+                        != calibration.clean_level
+                    )
+                total += n
+            out[family][other] = damaged / total if total else None
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Fit the photo-quality reading on corrupted test photos; write its constants "
+        "and validation table.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=default_data_root("train"),
+        help="set A folder (manifest.csv, images/)",
+    )
+    parser.add_argument(
+        "--split", type=Path, default=REPO / "weights" / "split.json", help="split file"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "weights" / "reports" / "quality.json",
+        help="calibration + validation JSON",
+    )
+    parser.add_argument(
+        "--input-size", type=int, default=224, help="model input side, pixels (shipped presets)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the halves and the noise")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only the first N test photos (smoke runs)"
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.data_root is None:
+        raise SystemExit("No --data-root given and ../shared/data/train does not exist.")
+    started = time.perf_counter()
+    rows = read_split(args.split)["test"][: args.limit]
+    classes = sorted({row["label"] for row in rows})
+    prep = Preprocessing(input_size=args.input_size, resize_size=args.input_size)
+    images = load_set("test", args.data_root, rows, classes, prep).images
+    order = np.random.default_rng(args.seed).permutation(len(images))
+    halves = {
+        "fit": np.sort(order[: len(order) // 2]),
+        "validation": np.sort(order[len(order) // 2 :]),
+    }
+    log.info("%d test photos at %d px: %d to fit, %d to validate", len(images), args.input_size,
+             len(halves["fit"]), len(halves["validation"]))  # fmt: skip
+
+    measured: dict[str, dict[str, dict[float, dict]]] = {"fit": {}, "validation": {}}
+    for family, plan in PLANS.items():
+        for level in (*plan.levels, *plan.extra_levels):
+            features = measure_family(images, family, level, args.seed)
+            for half, index in halves.items():
+                by_level = measured[half].setdefault(family, {})
+                by_level[level] = {name: values[index] for name, values in features.items()}
+        log.info("measured %s", family)
+
+    calibrations = {family: fit_family(family, measured["fit"][family]) for family in PLANS}
+    validation = {
+        family: validate_family(
+            calibrations[family],
+            measured["validation"][family],
+            (*PLANS[family].levels, *PLANS[family].extra_levels),
+        )
+        for family in PLANS
+    }
+    fitted_only = {
+        family: {level: measured["validation"][family][level] for level in PLANS[family].levels}
+        for family in PLANS
+    }
+    report = {
+        "source": "training/quality_calibration.py",
+        "input_size": args.input_size,
+        "seed": args.seed,
+        "data": {
+            "split_file": _display(args.split),
+            "split_sha256": hashlib.sha256(args.split.read_bytes()).hexdigest(),
+            "set": "test",
+            "n_photos": len(images),
+            "fit_photos": len(halves["fit"]),
+            "validation_photos": len(halves["validation"]),
+            "halves": "seeded shuffle of the test photos; constants fitted on the first half, "
+            "the validation table measured on the second",
+        },
+        "families": {family: cal.to_dict() for family, cal in calibrations.items()},
+        "validation": validation,
+        "false_alarms": false_alarms(calibrations, fitted_only),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, report)
+    print_table(validation)
+    log.info("wrote %s in %.1f s", args.out, time.perf_counter() - started)
+    return report
+
+
+def print_table(validation: dict[str, list[dict]]) -> None:
+    print(f"\n{'family':<10}{'level':>8}{'right':>8}{'+-1':>8}  estimated")
+    for family, rows in validation.items():
+        for row in rows:
+            right = f"{100 * row['right_level']:.0f}%" if "right_level" in row else "-"
+            near = f"{100 * row['within_one_level']:.0f}%" if "within_one_level" in row else "-"
+            print(f"{family:<10}{row['severity']:>8g}{right:>8}{near:>8}  {row['estimated']}")
+
+
+def _display(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
