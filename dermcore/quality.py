@@ -11,8 +11,12 @@ photo may carry, each placed on the same severity grid as the robustness reports
               the same band ratios in the photo's busiest tiles (how fast its detail falls off
               from fine to coarse scales, so it is relative to the photo's own content); levels:
               Gaussian kernel 1 (off), 3, 5, 7, 9, 11
-    jpeg      8x8 grid discontinuity: mean |step| across the strongest 8-pixel phase against the
-              other phases; levels: quality 100 (no re-encode), 90, 70, 50, 30, 10
+    jpeg      8x8 grid discontinuity: mean |step| across the strongest 8-pixel phase, and across
+              the phase of a grid anchored at the corner, against the other phases; with the
+              finest band's energy (quantisation erases faint detail first); levels: quality 100
+              (no re-encode), 90, 70, 50, 30, 10. An upload's own JPEG blocks, made at its full
+              resolution, mostly average away on the way down to 224 px: the reading says what
+              the model will see, not how the file was encoded.
     exposure  brightness of the photo in linear light (mean and 99th percentile luminance) and its
               clipped highlights; levels: factor 0.5 (under), 1 (normal), 2 (over)
 

@@ -260,6 +260,8 @@ def test_calibration_script_end_to_end(tmp_path):
         fitted = [r for r in rows if "right_level" in r]
         assert all(0 <= r["right_level"] <= r["within_one_level"] <= 1 for r in fitted)
     assert report["false_alarms"]["noise"]["blur"] == 0  # blur never makes isolated impulses
+    assert set(report["summary"]) == set(FAMILIES)
+    assert all(0 <= v <= 1 for pooled in report["summary"].values() for v in pooled.values())
     calibration = load_calibration(out)
     reading = assess_quality(textured_lesion(1, 90), Preprocessing(64, 64), calibration)
     assert reading.input_size == 64

@@ -89,7 +89,8 @@ PLANS: dict[str, FamilyPlan] = {
         (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05), 0.0, ("impulse_share",), 1, _noise
     ),
     # Degree 2: how much fine detail a sharp photo has depends on its coarse content, and the
-    # pairwise products let the score learn that (0.73 -> 0.87 mean right-level share when tried).
+    # pairwise products let the score learn that (mean right-level share on the held-out half:
+    # six bands, degree 1, 0.74; degree 2, 0.85; with the tile ratios, 0.87).
     "blur": FamilyPlan((1, 3, 5, 7, 9, 11), 1, BLUR_FEATURES, 2, _blur),
     # quality 100 stands for "no re-encode", as in the reports' sweeps. The finest band's absolute
     # energy helps: JPEG's quantisation steps are absolute, so it erases faint detail first
@@ -147,8 +148,8 @@ def fit_family(family: str, measured: dict[float, dict[str, np.ndarray]]) -> Fam
     )
 
 
-# On standardised terms. Tried on the blur fit (bands and tiles, degree 2): 0.1 -> 0.79 mean
-# right-level share on held-out photos, 0.01 -> 0.86, 0.001 -> 0.87, 0.0003 -> 0.87.
+# On standardised terms. Tried on the blur fit (bands and tiles, degree 2), mean right-level
+# share on the held-out half: 0.01 -> 0.86, 0.003 -> 0.87, 0.001 -> 0.87, 0.0003 -> 0.87.
 L2_PENALTY = 1e-3
 
 
@@ -240,6 +241,24 @@ def validate_family(
             row["within_one_level"] = counts[max(0, truth - 1) : truth + 2].sum() / n
         rows.append(row)
     return rows
+
+
+def summarise(validation: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Per family, pooled over the fitted levels of the validation half: the share right on clean
+    photos, and right / within one level on the damaged ones (the issue's >= 80% target)."""
+    out = {}
+    for family, rows in validation.items():
+        clean_level = PLANS[family].clean_level
+        fitted = [r for r in rows if "right_level" in r]
+        damaged = [r for r in fitted if r["severity"] != clean_level]
+        total = sum(r["n_images"] for r in damaged)
+        out[family] = {
+            "clean_right": next(r["right_level"] for r in fitted if r["severity"] == clean_level),
+            "damaged_right": sum(r["right_level"] * r["n_images"] for r in damaged) / total,
+            "damaged_within_one": sum(r["within_one_level"] * r["n_images"] for r in damaged)
+            / total,
+        }
+    return out
 
 
 def false_alarms(
@@ -355,22 +374,29 @@ def main(args: argparse.Namespace) -> dict:
         },
         "families": {family: cal.to_dict() for family, cal in calibrations.items()},
         "validation": validation,
+        "summary": summarise(validation),
         "false_alarms": false_alarms(calibrations, fitted_only),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
-    print_table(validation)
+    print_table(validation, report["summary"])
     log.info("wrote %s in %.1f s", args.out, time.perf_counter() - started)
     return report
 
 
-def print_table(validation: dict[str, list[dict]]) -> None:
+def print_table(validation: dict[str, list[dict]], summary: dict[str, dict]) -> None:
     print(f"\n{'family':<10}{'level':>8}{'right':>8}{'+-1':>8}  estimated")
     for family, rows in validation.items():
         for row in rows:
             right = f"{100 * row['right_level']:.0f}%" if "right_level" in row else "-"
             near = f"{100 * row['within_one_level']:.0f}%" if "within_one_level" in row else "-"
             print(f"{family:<10}{row['severity']:>8g}{right:>8}{near:>8}  {row['estimated']}")
+    for family, pooled in summary.items():
+        print(
+            f"{family}: clean photos right {100 * pooled['clean_right']:.1f}%, damaged right "
+            f"{100 * pooled['damaged_right']:.1f}% (within one level "
+            f"{100 * pooled['damaged_within_one']:.1f}%)"
+        )
 
 
 def _display(path: Path) -> str:
