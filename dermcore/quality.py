@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -77,11 +78,9 @@ IMPULSE_MARGIN = 32  # uint8 luminance levels an impulse must differ from its 3x
 class QualityMeasures:
     """What is measured on one input-resolution image, before any calibration."""
 
-    impulse_share: float  # fraction of pixels pure black/white and unlike their 3x3 median
+    impulse_share: float  # fraction of pixels pure black/white, unlike their 3x3 median
     blur_bands: tuple[float, ...]  # log mean squared DoG band energy, finest band first
-    blur_tiles: tuple[
-        float, ...
-    ]  # over the busier half of the tiles: log band ratios (_blur_tiles)
+    blur_tiles: tuple[float, ...]  # log band ratios over the busier half of the tiles
     blockiness: float  # log(strongest 8-px phase step / median other phase), ~0 = no blocking
     grid_blockiness: float  # the same at the phase of a grid anchored at the image's corner
     shadows_clipped: float  # fraction of pixels with some channel <= 5
@@ -299,7 +298,8 @@ class QualityCalibrationError(RuntimeError):
 
 
 def load_calibration(path: Path | None = None) -> QualityCalibration:
-    """Read weights/reports/quality.json (or `path`), written by training/quality_calibration.py."""
+    """Read weights/reports/quality.json (or `path`), written by training/quality_calibration.py.
+    Read once per path and process: the result is shared, so its families are read-only."""
     return _load_calibration(Path(path) if path is not None else DEFAULT_CALIBRATION)
 
 
@@ -308,7 +308,9 @@ def _load_calibration(path: Path) -> QualityCalibration:
     try:
         data = json.loads(path.read_text())
         families = {name: FamilyCalibration.from_dict(data["families"][name]) for name in FAMILIES}
-        return QualityCalibration(families, int(data["input_size"]), str(data.get("source", "")))
+        return QualityCalibration(
+            MappingProxyType(families), int(data["input_size"]), str(data.get("source", ""))
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise QualityCalibrationError(
             f"The photo-quality calibration {path} could not be read ({type(error).__name__}); "
@@ -325,7 +327,7 @@ class FamilyEstimate:
     score: float  # the calibrated score the thresholds cut
     severity: float  # the estimated level: density fraction, kernel px, JPEG quality, factor
     is_clean: bool  # the level means "no damage of this kind"
-    is_top: bool  # the most severe level of its family, which is open-ended
+    is_top: bool  # a damaged level at either end of the ladder, so open-ended ("5% or more")
 
 
 @dataclass(frozen=True)
@@ -352,10 +354,9 @@ def read_measures(measures: QualityMeasures, calibration: QualityCalibration) ->
         score = cal.score(features)
         index = cal.level_index(score)
         severity = cal.levels[index]
-        top = max(range(len(cal.levels)), key=lambda i: abs(cal.levels[i] - cal.clean_level))
-        estimates.append(
-            FamilyEstimate(family, score, severity, severity == cal.clean_level, index == top)
-        )
+        clean = severity == cal.clean_level
+        at_end = index in (0, len(cal.levels) - 1)
+        estimates.append(FamilyEstimate(family, score, severity, clean, at_end and not clean))
     return QualityReading(measures, tuple(estimates), calibration.input_size)
 
 

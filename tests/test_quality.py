@@ -203,6 +203,15 @@ def test_findings_for_a_clean_photo_and_an_open_ended_top_level():
     )
 
 
+def test_findings_without_a_report_still_read_plainly():
+    measures = measure_quality(textured_lesion(9))
+    cal = _calibration_at({"noise": 0.01, "blur": 5, "jpeg": 50, "exposure": 2})
+    findings = quality_findings(read_measures(measures, cal), {})
+    assert all(f.accuracy is None and f.clean_accuracy is None for f in findings)
+    assert all("no measurement" in f.sentence for f in findings)
+    assert findings[3].label == "over-exposed"
+
+
 def test_family_calibration_checks_itself_and_round_trips():
     good = FamilyCalibration("blur", ("blur_band0",), 1, (1.0, 0.0), (1, 3), (0.5,), 1)
     assert FamilyCalibration.from_dict(good.to_dict()) == good
