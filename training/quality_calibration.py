@@ -37,20 +37,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from dermcore import corruptions  # noqa: E402
-from dermcore.preprocessing import Preprocessing  # noqa: E402
-from dermcore.quality import (  # noqa: E402
-    FAMILIES,
-    FamilyCalibration,
-    measure_quality,
-    polynomial_terms,
-)
-from training.evaluate import (  # noqa: E402
-    default_data_root,
-    load_set,
-    read_split,
-    write_json,
-)
+# The imports below need the sys.path line above:
+# ruff: noqa: E402
+from dermcore import corruptions
+from dermcore.preprocessing import Preprocessing
+from dermcore.quality import FAMILIES, FamilyCalibration, measure_quality, polynomial_terms
+from training.eval_data import default_data_root, load_set, read_split
+from training.eval_report import write_json
 
 log = logging.getLogger("quality_calibration")
 
