@@ -43,7 +43,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations_with_replacement
 from pathlib import Path
 from types import MappingProxyType
@@ -370,15 +370,19 @@ def assess_quality(
     photo: uint8 (H, W, 3) RGB, any size (the app's working copy); it is brought to the model's
     input resolution with `preprocessing.to_input_resolution` (an image already at the input size
     passes through) and measured there, where the calibration was fitted and where the reports
-    corrupt their test photos. calibration: None reads weights/reports/quality.json.
+    corrupt their test photos. A preset with another input size than the calibration's (224 px)
+    is measured at the calibration's size with the same crop ratio, since the thresholds are in
+    those pixels; `reading.input_size` says which. calibration: None reads
+    weights/reports/quality.json. The photo is not modified.
     """
     _check_image(photo)
     calibration = calibration or load_calibration()
     if preprocessing.input_size != calibration.input_size:
-        # The thresholds are in input pixels: a kernel's sigma means something else at 384 px.
-        raise ValueError(
-            f"the quality calibration was fitted at {calibration.input_size} px, this model's "
-            f"input is {preprocessing.input_size} px; rerun training/quality_calibration.py"
+        scale = calibration.input_size / preprocessing.input_size
+        preprocessing = replace(
+            preprocessing,
+            input_size=calibration.input_size,
+            resize_size=max(calibration.input_size, round(preprocessing.resize_size * scale)),
         )
     return read_measures(measure_quality(preprocessing.to_input_resolution(photo)), calibration)
 
