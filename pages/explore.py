@@ -9,8 +9,10 @@ session's memory only: never on disk, never in a log.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -34,6 +36,12 @@ from dermcore.imageio import (
     encode_png,
     load_image,
     upright_size,
+)
+from dermcore.quality import (
+    QualityCalibrationError,
+    QualityFinding,
+    assess_quality,
+    quality_findings,
 )
 from ui import common
 
@@ -430,6 +438,50 @@ def render_heatmap_key(comparison: Comparison) -> None:
     )
 
 
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def photo_quality(
+    model_key: str, photo_sha256: str, report_path: str, _predictor: Predictor, _photo: np.ndarray
+) -> list[QualityFinding] | str:
+    """The photo's own noise, blur, JPEG blocking and exposure, each placed on this model's
+    measured accuracy (dermcore.quality); a sentence instead when that cannot be read."""
+    try:
+        reading = assess_quality(_photo, _predictor.preprocessing)
+        report = json.loads(Path(report_path).read_text()) if Path(report_path).is_file() else {}
+        return quality_findings(reading, report)
+    except (QualityCalibrationError, OSError, ValueError) as error:
+        return f"The photo-quality reading is not available: {error}"
+
+
+def render_quality(
+    entry: common.ModelEntry, predictor: Predictor, photo: common.CurrentPhoto
+) -> None:
+    """One line: how degraded the photo already is, before any slider; the sentences that tie it
+    to the model's measured accuracy in an expander."""
+    report = common.weights_dir() / "reports" / entry.card.name / "test.json"
+    findings = photo_quality(
+        common.model_key(entry), photo.sha256, str(report), predictor, photo.image
+    )
+    if isinstance(findings, str):
+        st.caption(findings)
+        return
+    labels = [f":orange[{f.label}]" if _costs_accuracy(f) else f.label for f in findings]
+    with st.expander(
+        f"This photo as it came: {' · '.join(labels)}", icon=":material/photo_filter:"
+    ):
+        st.markdown("\n".join(f"- {finding.sentence}" for finding in findings))
+        st.caption(
+            "Estimated at the model's input resolution before any slider, and calibrated on "
+            "test photos degraded by known amounts. Exposure from one photo is a rough guess."
+        )
+
+
+def _costs_accuracy(finding: QualityFinding) -> bool:
+    """The model's measured accuracy at this photo's level is over 2 points below clean."""
+    if finding.accuracy is None or finding.clean_accuracy is None:
+        return False
+    return finding.accuracy < finding.clean_accuracy - 0.02
+
+
 def probability_figure(comparison: Comparison) -> go.Figure:
     classes = comparison.classes
     clean, corrupted = comparison.clean.probabilities, comparison.corrupted.probabilities
@@ -572,6 +624,7 @@ def comparison_panel(
     comparison = compare(entry, predictor, photo, settings)
     render_views(comparison, settings.alpha)
     render_heatmap_key(comparison)
+    render_quality(entry, predictor, photo)
     if comparison.impulse_filter is not None and settings.spec.noise_density > 0:
         st.caption(
             common.IMPULSE_FILTER_NOTE

@@ -688,3 +688,21 @@ def test_removing_the_upload_stops_using_it(app, photo_png):
     assert not app.exception
     assert app.session_state["photo"] is None
     assert any(t.startswith("Pick a sample, upload a photo") for t in texts(app.info))
+
+
+def test_explore_reads_the_photos_own_quality(app, photo_png):
+    """Before any slider: the uploaded photo's noise, blur, blocking and exposure, in one line
+    and in sentences; a photo that already carries 3% salt-and-pepper at the resolution where
+    it is measured (224 px) says so."""
+    from dermcore.corruptions import salt_and_pepper
+    from dermcore.imageio import encode_png
+
+    (expander,) = [e for e in app.expander if "This photo as it came" in e.label]
+    assert "no noise" in expander.label
+    noisy = salt_and_pepper(lesion_photo(height=224, width=224), 0.03, rng=np.random.default_rng(0))
+    upload(app, encode_png(noisy), name="noisy.png")
+    assert not app.exception
+    (expander,) = [e for e in app.expander if "This photo as it came" in e.label]
+    assert "no noise" not in expander.label
+    sentences = " ".join(texts(expander.markdown))
+    assert "salt-and-pepper" in sentences and "%" in sentences
