@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from dermcore.comparison import (
     record_json,
 )
 from dermcore.corruptions import CorruptionSpec
-from dermcore.explain import METHODS, Explanation, Predictor, cam_shift, overlay
+from dermcore.explain import METHODS, Predictor, overlay
 from dermcore.imageio import (
     SUPPORTED_EXTENSIONS,
     WORKING_SIDE_PX,
@@ -44,6 +43,7 @@ from dermcore.quality import (
     quality_findings,
 )
 from ui import common
+from ui.views import ExploreSettings, compare
 
 BLUR_KERNELS = (1, 3, 5, 7, 9, 11)
 CLEAN_COLOUR, CORRUPTED_COLOUR = "#4c78a8", "#f58518"
@@ -87,16 +87,6 @@ DEFAULTS = {
     "explore_sample": None,
 }
 PERSISTENT_KEYS = tuple(DEFAULTS)
-
-
-@dataclass(frozen=True)
-class ExploreSettings:
-    spec: CorruptionSpec
-    where: str  # "input" or "photo", see dermcore.corruptions.corrupt_for_model
-    method: str  # key of dermcore.explain.METHODS
-    target: str | None  # class name to explain, None = each view's own top class
-    alpha: float  # heatmap opacity in [0, 1]
-    impulse_filter: bool = True  # a model with the impulse filter uses it (the switch); else moot
 
 
 def init_state(samples: list[common.Sample]) -> None:
@@ -282,66 +272,6 @@ def heatmap_controls(classes: tuple[str, ...]) -> tuple[str, str | None, float]:
     )  # fmt: skip
     alpha = st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity")
     return method, None if target == PREDICTED else target, alpha
-
-
-# ---- computation (cached dermcore calls) ---------------------------------------------------
-
-
-@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
-def explain_view(
-    model_key: str,
-    photo_sha256: str,
-    spec_items: tuple,
-    where: str,
-    method: str,
-    target: str | None,
-    _predictor: Predictor,
-    _photo: np.ndarray,
-) -> Explanation:
-    """Prepare (corrupt) and explain one view. Keyed on hashes, not pixels: the clean view
-    (empty spec_items) is computed once per photo, model, method and target."""
-    spec = CorruptionSpec(**dict(spec_items))
-    return _predictor.explain(_predictor.prepare(_photo, spec, where), target, method)
-
-
-def compare(
-    entry: common.ModelEntry,
-    predictor: Predictor,
-    photo: common.CurrentPhoto,
-    settings: ExploreSettings,
-) -> Comparison:
-    model_key = common.model_key(entry)
-    impulse_filter = None  # the model has no filter
-    if predictor.preprocessing.impulse_filter:
-        impulse_filter = settings.impulse_filter
-        if not impulse_filter:
-            predictor = predictor.with_preprocessing(
-                replace(predictor.preprocessing, impulse_filter=False)
-            )
-            model_key += ":impulse-filter-off"
-    method, target = settings.method, settings.target
-    clean = explain_view(
-        model_key, photo.sha256, (), "input", method, target, predictor, photo.image
-    )
-    # where="input" corrupts the photo's model input, and an image already at the input size
-    # passes through to_input_resolution unchanged when resize_size == input_size: then the
-    # clean input stands in for the photo, sparing a 12 MP resize (~50 ms) per slider move.
-    source = photo.image
-    if settings.where == "input" and predictor.preprocessing.resize_size == predictor.input_size:
-        source = clean.input_image
-    spec_items = tuple(sorted(settings.spec.to_dict().items()))
-    corrupted = explain_view(
-        model_key, photo.sha256, spec_items, settings.where, method, target, predictor, source
-    )
-    return Comparison(
-        classes=predictor.classes,
-        clean=clean,
-        corrupted=corrupted,
-        spec=settings.spec,
-        where=settings.where,
-        shift=cam_shift(clean.cam, corrupted.cam),
-        impulse_filter=impulse_filter,
-    )
 
 
 # ---- drawing -------------------------------------------------------------------------------
