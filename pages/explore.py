@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from dermcore.checkpoint import CheckpointError
 from dermcore.comparison import (
     Comparison,
     chart_classes,
@@ -85,6 +87,7 @@ DEFAULTS = {
     "explore_opacity": 0.45,
     "explore_where": "input",
     "explore_sample": None,
+    "explore_compare": False,
 }
 PERSISTENT_KEYS = tuple(DEFAULTS)
 
@@ -272,6 +275,14 @@ def heatmap_controls(classes: tuple[str, ...]) -> tuple[str, str | None, float]:
     )  # fmt: skip
     alpha = st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity")
     return method, None if target == PREDICTED else target, alpha
+
+
+def compare_toggle() -> bool:
+    return st.toggle(
+        "Compare all models", key="explore_compare",
+        help="The same photo, under the same corruption, through every model in the weights "
+        "folder side by side: which ones hold their clean answer?",
+    )  # fmt: skip
 
 
 # ---- drawing -------------------------------------------------------------------------------
@@ -508,6 +519,64 @@ def render_downloads(
     )
 
 
+def held_line(names_and_comparisons: list[tuple[str, Comparison]]) -> str:
+    """'Held their clean answer: A, B. Changed: C.' for the model comparison."""
+    held = [name for name, c in names_and_comparisons if not c.flipped]
+    changed = [name for name, c in names_and_comparisons if c.flipped]
+    parts = []
+    if held:
+        parts.append(f"Held their clean answer: {', '.join(held)}.")
+    if changed:
+        parts.append(f"Changed it: {', '.join(changed)}.")
+    return " ".join(parts)
+
+
+def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSettings) -> None:
+    """Every readable model on the same photo and corruption: one forward pass per model per
+    change (each clean view is cached), each with its heatmap and both answers."""
+    entries = [e for e in common.available_models() if e.card is not None]
+    results = []
+    for model_entry in entries:
+        try:
+            model = common.load_predictor(model_entry)
+        except CheckpointError as error:
+            st.warning(str(error))
+            continue
+        model_settings = settings
+        if settings.target is not None and settings.target not in model.classes:
+            model_settings = replace(settings, target=None)
+        results.append((model_entry.label, compare(model_entry, model, photo, model_settings)))
+    if not results:
+        return
+    kind = "none" if settings.spec.is_identity else "changed"
+    line = (
+        "No corruption yet: every model sees the photo as it is."
+        if kind == "none"
+        else held_line(results)
+    )
+    with st.container(key="explore_models"):
+        st.markdown(f"**{settings.spec.describe().capitalize()}** · {line}")
+        for column, (name, comparison) in zip(st.columns(len(results)), results, strict=True):
+            classes = comparison.classes
+            clean, corrupted = comparison.clean, comparison.corrupted
+            mark = (
+                ":orange[:material/swap_horiz: changed]"
+                if comparison.flipped
+                else ":green[:material/check_circle: held]"
+            )
+            image_column, text_column = column.columns([1, 1.2], gap="small")
+            image_column.image(
+                overlay(corrupted.input_image, corrupted.cam, settings.alpha),
+                width="stretch",
+                caption=f"evidence for {classes[corrupted.target]}",
+            )
+            text_column.markdown(
+                f"**{name}**  \n{mark}  \n"
+                f"Clean: **{classes[clean.top_class]}** {clean.top_probability:.0%}  \n"
+                f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
+            )
+
+
 # ---- page ----------------------------------------------------------------------------------
 
 
@@ -535,6 +604,7 @@ def comparison_panel(
         kernel, motion, angle = blur_controls()
     with heatmap_column:
         method, target, alpha = heatmap_controls(predictor.classes)
+        all_models = compare_toggle()
     common.remember_widgets(PERSISTENT_KEYS)
     if photo is None:
         st.info(
@@ -551,8 +621,11 @@ def comparison_panel(
         seed=seed,
     )
     settings = ExploreSettings(spec, where, method, target, alpha, impulse_filter)
+    if all_models:
+        render_model_comparison(photo, settings)
     comparison = compare(entry, predictor, photo, settings)
-    render_views(comparison, settings.alpha)
+    if not all_models:
+        render_views(comparison, settings.alpha)
     render_heatmap_key(comparison)
     render_quality(entry, predictor, photo)
     if comparison.impulse_filter is not None and settings.spec.noise_density > 0:

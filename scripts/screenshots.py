@@ -23,6 +23,7 @@ from test_browser import chromium_page, save_screenshot, streamlit_server, wait_
 
 PAGES = {  # file stem -> (url path, text that shows the page has drawn)
     "explore": ("explore-photo", "evidence for"),
+    "compare": ("explore-photo", "their clean answer"),  # Explore with "Compare all models" on
     "robustness": ("robustness-curve", "Against Gaussian blur"),
     "results": ("evaluation-results", "What to take away"),
     "model": ("model-and-data", "What it is"),
@@ -62,7 +63,11 @@ def main(args: argparse.Namespace) -> None:
                     wait_idle(page)
                 for name in args.pages:
                     path, ready = PAGES[name]
-                    if name != "explore":
+                    if name == "compare":
+                        page.get_by_role("link", name="Explore").first.click()
+                        page.get_by_text("Compare all models").click()
+                        page.get_by_text(ready).first.wait_for()
+                    elif name != "explore":
                         page.get_by_role("link", name=_link_name(name)).first.click()
                         page.get_by_text(ready).first.wait_for()
                     wait_idle(page)
@@ -74,6 +79,9 @@ def main(args: argparse.Namespace) -> None:
                     else:
                         page.screenshot(path=target)
                     print(target)
+                    if name == "compare":
+                        page.get_by_text("Compare all models").click()
+                        wait_idle(page)
 
 
 def _link_name(name: str) -> str:

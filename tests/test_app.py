@@ -706,3 +706,22 @@ def test_explore_reads_the_photos_own_quality(app, photo_png):
     assert "no noise" not in expander.label
     sentences = " ".join(texts(expander.markdown))
     assert "salt-and-pepper" in sentences and "%" in sentences
+
+
+def test_compare_all_models_on_one_photo(app, photo_png, tiny_weights_dir):
+    """Every model on the same photo and corruption, each with its answers and heatmap, and one
+    line saying which held their clean answer."""
+    flips, _ = _flip_cases(tiny_weights_dir)
+    upload(app, photo_png)
+    app.toggle(key="explore_compare").set_value(True)
+    app.slider(key="explore_noise").set_value(flips).run()
+    assert not app.exception
+    headers = [t for t in texts(app.markdown) if t.startswith("**tiny-")]
+    assert [h.split("**")[1] for h in headers] == [
+        "tiny-clean (test fixture)",
+        "tiny-noise (test fixture)",
+    ]
+    (line,) = [t for t in texts(app.markdown) if "Changed it:" in t]
+    assert "salt-and-pepper" in line
+    assert "tiny-clean (test fixture)" in line.split("Changed it:")[1]  # flips at this density
+    assert not [t for t in texts(app.markdown) if t.startswith("Clean: **")]  # replaces the views
