@@ -725,3 +725,17 @@ def test_compare_all_models_on_one_photo(app, photo_png, tiny_weights_dir):
     assert "salt-and-pepper" in line
     assert "tiny-clean (test fixture)" in line.split("Changed it:")[1]  # flips at this density
     assert not [t for t in texts(app.markdown) if t.startswith("Clean: **")]  # replaces the views
+
+
+def test_a_file_over_the_limit_says_what_happened_and_the_limit(app):
+    """Files up to the server's 200 MB reach the app, which refuses those over 50 MB with a
+    sentence naming the limit (the uploader's own check would only mark the file red)."""
+    import tomllib
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] > 50
+    upload(app, b"\xff\xd8" + bytes(50_000_100), name="huge.jpg")
+    assert not app.exception
+    (error,) = texts(app.error)
+    assert error.startswith("huge.jpg: This file is too large") and "the limit is 50 MB" in error
+    assert "up to 50 MB" in app.file_uploader(key="explore_upload").help
