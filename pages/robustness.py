@@ -6,6 +6,8 @@ one batched pass (dermcore.robustness); the seeds' spread is drawn as a band aro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -69,41 +71,68 @@ def classify_part(
     return classify_views(_predictor, _photo, specs, where)
 
 
-def compute_curve(
+def curve_in_parts(
     model_key: str,
     photo: common.CurrentPhoto,
     predictor: Predictor,
     n_seeds: int,
     pepper_fraction: float,
     where: str,
-) -> RobustnessCurve:
-    """The curve in parts (clean and blur, then one part per noise seed), each cached on its
-    own, with a progress bar between parts."""
-    seeds = list(range(n_seeds))
+) -> Iterator[tuple[float, RobustnessCurve]]:
+    """(fraction done, the curve so far): first after the clean view, the blur views and the
+    first noise seed, then after each further seed. Each part is cached on its own."""
     parts = [[CorruptionSpec(), *blur_specs(DEFAULT_KERNELS)]]
-    parts += [noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in seeds]
+    parts += [noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in range(n_seeds)]
     n_views = sum(len(part) for part in parts)
-    text = f"Corrupting and classifying {n_views} views…"
-    bar = st.progress(0.0, text=text)
     probs, done = [], 0
-    for part in parts:
+    for index, part in enumerate(parts):
         spec_items = tuple(tuple(sorted(spec.to_dict().items())) for spec in part)
         probs.append(
             classify_part(model_key, photo.sha256, spec_items, where, predictor, photo.image)
         )
         done += len(part)
-        bar.progress(done / n_views, text=text)
-    bar.empty()
-    base = probs[0]
-    return assemble_curve(
-        DEFAULT_DENSITIES,
-        DEFAULT_KERNELS,
-        seeds,
-        clean_probs=base[0],
-        noise_probs=np.concatenate(probs[1:]),
-        blur_probs=base[1:],
-        classes=predictor.classes,
-    )
+        if index == 0:
+            continue
+        base = probs[0]
+        yield (
+            done / n_views,
+            assemble_curve(
+                DEFAULT_DENSITIES,
+                DEFAULT_KERNELS,
+                list(range(index)),
+                clean_probs=base[0],
+                noise_probs=np.concatenate(probs[1:]),
+                blur_probs=base[1:],
+                classes=predictor.classes,
+            ),
+        )
+
+
+def show_curve(
+    model_key: str,
+    photo: common.CurrentPhoto,
+    predictor: Predictor,
+    n_seeds: int,
+    pepper_fraction: float,
+    where: str,
+) -> None:
+    """Draw the curve as soon as its first noise seed is in, then refine it seed by seed, with
+    a progress bar above until the last one."""
+    n_views = 1 + len(DEFAULT_KERNELS) + n_seeds * len(DEFAULT_DENSITIES)
+    text = f"Corrupting and classifying {n_views} views…"
+    bar = st.progress(0.0, text=text)
+    slot = st.empty()
+    for fraction, curve in curve_in_parts(
+        model_key, photo, predictor, n_seeds, pepper_fraction, where
+    ):
+        final = len(curve.seeds) == n_seeds
+        if final:
+            bar.empty()
+        else:
+            bar.progress(fraction, text=f"{text} {len(curve.seeds)} of {n_seeds} noise seeds in")
+        with slot.container():
+            # Keys must be unique within a run: drafts get their own, the last draw the real one.
+            render_curve(curve, key_suffix="" if final else f"_draft{len(curve.seeds)}")
 
 
 def _shown_classes(probs: np.ndarray, clean_class: int) -> list[int]:
@@ -173,7 +202,7 @@ def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
     return figure
 
 
-def render_curve(curve: RobustnessCurve) -> None:
+def render_curve(curve: RobustnessCurve, key_suffix: str = "") -> None:
     st.info(curve.describe(), icon=":material/insights:")
     clean = curve.classes[curve.clean_class]
     noise_point, blur_point = curve.noise_tipping_point, curve.blur_tipping_point
@@ -196,15 +225,17 @@ def render_curve(curve: RobustnessCurve) -> None:
         "none" if blur_point is None else f"{blur_point}×{blur_point}",
         help=f"The smallest Gaussian kernel at which the top class is no longer {clean}.",
     )
-    noise_column, blur_column = st.container(key="wrap_robustness_charts").columns(2, gap="large")
+    noise_column, blur_column = st.container(key=f"wrap_robustness_charts{key_suffix}").columns(
+        2, gap="large"
+    )
     with noise_column:
         st.markdown("**Against salt-and-pepper noise**")
-        st.plotly_chart(noise_figure(curve), key="robustness_noise_chart")
+        st.plotly_chart(noise_figure(curve), key=f"robustness_noise_chart{key_suffix}")
         if len(curve.seeds) > 1:
             st.caption(f"Lines: mean over {len(curve.seeds)} noise seeds; bands: their range.")
     with blur_column:
         st.markdown("**Against Gaussian blur**")
-        st.plotly_chart(blur_figure(curve), key="robustness_blur_chart")
+        st.plotly_chart(blur_figure(curve), key=f"robustness_blur_chart{key_suffix}")
     st.caption(
         f"The clean class ({clean}, thick line) and the {HIGHLIGHTED - 1} classes that come "
         "closest to it are shown; click a name in a legend to show the others."
@@ -231,5 +262,4 @@ with controls_column:
     n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
     if predictor.preprocessing.impulse_filter:
         st.caption(common.IMPULSE_FILTER_NOTE)
-curve = compute_curve(common.model_key(entry), photo, predictor, n_seeds, pepper_fraction, where)
-render_curve(curve)
+show_curve(common.model_key(entry), photo, predictor, n_seeds, pepper_fraction, where)
