@@ -1,4 +1,5 @@
-"""Robustness curve of one photo: class probabilities against noise density and blur kernel.
+"""Robustness curve of one photo: class probabilities against noise density and blur kernel,
+with whether the model abstains and how familiar each view looks (`Predictor.assess`).
 
 Every corrupted view (each density under each seed, each blur kernel) is prepared first, from
 one resize of the photo, and then classified. On the CPU the views go through the model one at a
@@ -33,6 +34,14 @@ class RobustnessCurve:
     clean_probs: np.ndarray  # float32 (C,), probabilities of the uncorrupted input
     clean_class: int  # top class of the uncorrupted input
     classes: tuple[str, ...]
+    # Predictor.assess per view: abstain (bool) and familiarity (float64 in [0, 1], NaN for a
+    # model without statistics), shaped like the probabilities without the class axis
+    noise_abstain: np.ndarray  # bool (S, D)
+    blur_abstain: np.ndarray  # bool (K,)
+    clean_abstain: bool
+    noise_familiarity: np.ndarray  # float64 (S, D)
+    blur_familiarity: np.ndarray  # float64 (K,)
+    clean_familiarity: float
 
     @property
     def noise_top_classes(self) -> np.ndarray:
@@ -54,6 +63,19 @@ class RobustnessCurve:
     def blur_tipping_point(self) -> int | None:
         """The smallest blur kernel whose top class is not the clean one, or None."""
         index = _first_change(self.blur_top_classes, self.clean_class)
+        return None if index is None else int(self.kernels[index])
+
+    @property
+    def noise_abstention_onset(self) -> float | None:
+        """The smallest density at which the model abstains under at least half of the seeds,
+        or None: where a curve can mark 'Not sure from here'."""
+        index = _first_true(self.noise_abstain.mean(axis=0) >= 0.5)
+        return None if index is None else float(self.densities[index])
+
+    @property
+    def blur_abstention_onset(self) -> int | None:
+        """The smallest blur kernel under which the model abstains, or None."""
+        index = _first_true(self.blur_abstain)
         return None if index is None else int(self.kernels[index])
 
     def describe(self) -> str:
@@ -120,12 +142,18 @@ def robustness_curve(
             inputs[i] = apply_corruption(resized, spec)
         report((i + 1) / steps)
     probs = np.empty((len(specs), len(predictor.classes)), np.float32)
+    abstain = np.empty(len(specs), bool)
+    familiarity = np.empty(len(specs), np.float64)
     for start in range(0, len(specs), batch_size):
         stop = min(start + batch_size, len(specs))
-        probs[start:stop] = predictor.predict(inputs[start:stop], batch_size=batch_size)
+        assessment = predictor.assess(inputs[start:stop], batch_size=batch_size)
+        probs[start:stop] = assessment.probabilities
+        abstain[start:stop] = assessment.abstain
+        familiarity[start:stop] = assessment.familiarity
         report((len(specs) + stop) / steps)
 
     n_noise = len(seeds) * len(densities)
+    noise_shape = (len(seeds), len(densities))
     return RobustnessCurve(
         densities=densities,
         kernels=kernels,
@@ -135,7 +163,18 @@ def robustness_curve(
         clean_probs=probs[0],
         clean_class=int(probs[0].argmax()),
         classes=predictor.classes,
+        noise_abstain=abstain[1 : 1 + n_noise].reshape(noise_shape),
+        blur_abstain=abstain[1 + n_noise :],
+        clean_abstain=bool(abstain[0]),
+        noise_familiarity=familiarity[1 : 1 + n_noise].reshape(noise_shape),
+        blur_familiarity=familiarity[1 + n_noise :],
+        clean_familiarity=float(familiarity[0]),
     )
+
+
+def _first_true(flags: np.ndarray) -> int | None:
+    hits = np.flatnonzero(flags)
+    return int(hits[0]) if len(hits) else None
 
 
 def _first_change(top_classes: np.ndarray, clean_class: int) -> int | None:
