@@ -12,8 +12,9 @@ The other methods (Grad-CAM++, XGrad-CAM, Eigen-CAM, Layer-CAM, Score-CAM) are p
 classes run with the same leaf hook, so their gradients stop at the CAM layer too.
 
 Familiarity and abstention (`assess`, and `explain` for one photo) come from the same forward
-pass: a forward pre-hook on the classifier records its input, the pooled penultimate features,
-which `dermcore.familiarity` scores against the training statistics stored with the checkpoint.
+pass: a forward pre-hook on the classifier records its input (the pooled penultimate features)
+and a forward hook on an early block records its activation statistics; `dermcore.familiarity`
+scores both against the training statistics stored with the checkpoint.
 
 A `Predictor` is shared by every Streamlit session: the model is read-only, and a lock guards
 every forward pass and every hook on it.
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 
 from dermcore.corruptions import CorruptionSpec, corrupt_for_model
-from dermcore.familiarity import FamiliarityStats, abstention_score
+from dermcore.familiarity import FamiliarityStats, abstention_score, texture_statistics
 from dermcore.labels import CLASSES
 from dermcore.models import get_arch, get_module
 from dermcore.preprocessing import Preprocessing
@@ -156,8 +157,13 @@ class Predictor:
         except (AttributeError, IndexError):
             raise ValueError(f"the model has no layer {self.cam_layer!r} to explain") from None
         self._head_module = _find_module(model, head_layer or spec.head)
-        if familiarity is not None and self._head_module is None:
-            raise ValueError(f"the model has no classifier {head_layer or spec.head!r} to hook")
+        texture_layer = familiarity.texture_layer if familiarity else spec.texture_layer
+        self._texture_module = _find_module(model, texture_layer) if texture_layer else None
+        if familiarity is not None and (self._head_module is None or self._texture_module is None):
+            raise ValueError(
+                f"the model lacks the classifier {head_layer or spec.head!r} or the texture "
+                f"layer {texture_layer!r} that its familiarity statistics read"
+            )
         self.familiarity_stats = familiarity
         self.abstain_below = None if abstain_below is None else float(abstain_below)
         self.confidence_min = None if confidence_min is None else float(confidence_min)
@@ -230,21 +236,25 @@ class Predictor:
         """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, C) probabilities, softmax(logits / T)."""
         return self._softmax(torch.from_numpy(self.predict_logits(images, batch_size))).numpy()
 
-    def embed(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (N, H, W, 3) or (H, W, 3) -> (float32 (N, C) logits, float32 (N, D) penultimate
-        features, the classifier's input), from one forward pass per batch."""
-        if self._head_module is None:
-            raise ValueError("the model has no classifier layer to read features from")
+    def embed(
+        self, images: np.ndarray, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 logits (N, C), penultimate features
+        (N, D) (the classifier's input) and texture statistics (N, E) (of the texture layer, see
+        dermcore.familiarity), from one forward pass per batch."""
+        if self._head_module is None or self._texture_module is None:
+            raise ValueError("the model has no classifier or texture layer to read features from")
         batch = self._input_batch(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        logits, features = [], []
+        logits, features, texture = [], [], []
         for start in range(0, len(batch), batch_size):
             x = self._preprocessing.to_tensor(batch[start : start + batch_size])
-            with self._lock, torch.inference_mode(), _inputs_of(self._head_module) as captured:
+            with self._lock, torch.inference_mode(), self._recording() as (content, textures):
                 logits.append(self._checked(self.model(x)).numpy())
-            features.append(captured[0].float().numpy())
-        return np.concatenate(logits), np.concatenate(features)
+            features.append(content[0].float().numpy())
+            texture.append(textures[0].numpy())
+        return np.concatenate(logits), np.concatenate(features), np.concatenate(texture)
 
     def assess(self, images: np.ndarray, batch_size: int = 64) -> Assessment:
         """uint8 (N, H, W, 3) or (H, W, 3) -> probabilities, familiarity and abstention, from
@@ -252,18 +262,31 @@ class Predictor:
         if self.familiarity_stats is None:
             logits = torch.from_numpy(self.predict_logits(images, batch_size))
             return self._assessment(logits, None)
-        logits, features = self.embed(images, batch_size)
-        return self._assessment(torch.from_numpy(logits), torch.from_numpy(features))
+        return self.assessment_from(*self.embed(images, batch_size))
 
-    def _assessment(self, logits: torch.Tensor, features: torch.Tensor | None) -> Assessment:
+    def assessment_from(
+        self, logits: np.ndarray, features: np.ndarray | None, texture: np.ndarray | None
+    ) -> Assessment:
+        """What `assess` returns, from outputs already computed by `embed` (raw logits (N, C),
+        features (N, D), texture (N, E); features and texture may be None without stats).
+        Reports use it on cached features; the rule stays here, in one place."""
+        views = None
+        if features is not None and texture is not None:
+            views = (torch.from_numpy(features), torch.from_numpy(texture))
+        return self._assessment(torch.from_numpy(np.asarray(logits)), views)
+
+    def _assessment(
+        self, logits: torch.Tensor, views: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> Assessment:
+        """views = (penultimate features (N, D), texture statistics (N, E)) or None."""
         probabilities = self._softmax(logits).numpy()
         confidence = probabilities.max(axis=1)
         stats = self.familiarity_stats
-        if stats is None or features is None:
+        if stats is None or views is None:
             nan = np.full(len(probabilities), np.nan)
             threshold = -np.inf if self.confidence_min is None else self.confidence_min
             return Assessment(probabilities, nan, confidence < threshold, nan.copy())
-        familiarity = stats.familiarity(features)
+        familiarity = stats.familiarity(*views)
         score = abstention_score(familiarity, stats.confidence_percentile(confidence))
         threshold = -np.inf if self.abstain_below is None else self.abstain_below
         return Assessment(probabilities, familiarity, score < threshold, score)
@@ -284,10 +307,10 @@ class Predictor:
         image = np.array(self._input_batch(image)[0])  # a private copy: the caller keeps theirs
         x = self._preprocessing.to_tensor(image)  # (1, 3, H, W)
         if method == "gradcam":
-            logits, cam, target_index, features = self._fast_gradcam(x, target_index)
+            logits, cam, target_index, views = self._fast_gradcam(x, target_index)
         else:
-            logits, cam, target_index, features = self._library_cam(x, target_index, method)
-        assessment = self._assessment(logits[None], features)
+            logits, cam, target_index, views = self._library_cam(x, target_index, method)
+        assessment = self._assessment(logits[None], views)
         return Explanation(
             probabilities=assessment.probabilities[0],
             logits=logits.numpy(),
@@ -301,12 +324,12 @@ class Predictor:
 
     def _fast_gradcam(
         self, x: torch.Tensor, target: int | None
-    ) -> tuple[torch.Tensor, np.ndarray, int, torch.Tensor | None]:
-        """(logits (C,), CAM (H, W), target, penultimate features (1, D) or None)."""
+    ) -> tuple[torch.Tensor, np.ndarray, int, tuple | None]:
+        """(logits (C,), CAM (H, W), target, familiarity views of _first_views)."""
         with (
             self._lock,
             _graph_starts_at(self._cam_module) as leaves,
-            _inputs_of(self._head_module) as features,
+            self._recording() as recorded,
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
@@ -320,11 +343,11 @@ class Predictor:
         weights = np.mean(gradient.numpy(), axis=(2, 3))  # (1, K): pooled gradients
         cam = (weights[:, :, None, None] * activations).sum(axis=1)[0]  # (h, w)
         cam = _scale_like_grad_cam(cam, x.shape[-2:])
-        return logits.detach()[0], cam, target, features[0] if features else None
+        return logits.detach()[0], cam, target, _first_views(recorded)
 
     def _library_cam(
         self, x: torch.Tensor, target: int | None, method: str
-    ) -> tuple[torch.Tensor, np.ndarray, int, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, np.ndarray, int, tuple | None]:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -335,7 +358,7 @@ class Predictor:
         with (
             self._lock,
             _graph_starts_at(self._cam_module),
-            _inputs_of(self._head_module) as features,  # [0]: the library's first forward, on x
+            self._recording() as recorded,  # [0]: the library's first forward, on x
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
@@ -349,7 +372,15 @@ class Predictor:
                 cam_method.activations_and_grads.release()
         target = int(logits.argmax()) if target is None else target  # what the library used
         cam = np.asarray(cam, dtype=np.float32)
-        return logits, cam, target, features[0] if features else None
+        return logits, cam, target, _first_views(recorded)
+
+    @contextmanager
+    def _recording(self) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """While active, every forward call appends the classifier's input (N, D) and the
+        texture statistics (N, E) to the two yielded lists (they stay empty without those
+        layers). Take the lock first: the hooks see every caller's forward passes."""
+        with _inputs_of(self._head_module) as content, _texture_of(self._texture_module) as tex:
+            yield content, tex
 
     def _target_index(self, target: int | str) -> int:
         if isinstance(target, str):
@@ -404,6 +435,31 @@ def _graph_starts_at(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
     handle = layer.register_forward_hook(make_leaf)
     try:
         yield leaves
+    finally:
+        handle.remove()
+
+
+def _first_views(
+    recorded: tuple[list[torch.Tensor], list[torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    content, texture = recorded
+    return (content[0], texture[0]) if content and texture else None
+
+
+@contextmanager
+def _texture_of(layer: nn.Module | None) -> Iterator[list[torch.Tensor]]:
+    """While active, records texture_statistics of every output of `layer` (none when None)."""
+    captured: list[torch.Tensor] = []
+    if layer is None:
+        yield captured
+        return
+
+    def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        captured.append(texture_statistics(output))
+
+    handle = layer.register_forward_hook(record)
+    try:
+        yield captured
     finally:
         handle.remove()
 

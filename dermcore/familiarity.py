@@ -1,23 +1,26 @@
-"""Familiarity: how much a photo looks like the training photos, from the model's own features.
+"""Familiarity: how much a photo looks like the training photos, from what the model computes.
 
-The score is the Mahalanobis distance of the penultimate features (the classifier's input, the
-pooled CAM-layer activations) to the nearest training class mean under one shared covariance
-(Lee et al. 2018), negated so that higher means more familiar. The means and the covariance are
-fitted on the training split; the covariance is shrunk (Ledoit-Wolf) because there are fewer
-training photos (about 1,700) than feature dimensions is far from (1,280 for EfficientNet-Lite0),
-which would make a plain inverse unstable. Why Mahalanobis and not a k-nearest-neighbour
-distance or the energy score: training/README.md ("Familiarity and abstention"), with the
-validation numbers.
+Two views of one forward pass, each scored by the Mahalanobis distance to the nearest training
+class mean under one shared covariance (Lee et al. 2018), negated so that higher = more familiar:
 
-`familiarity` in [0, 1] is the raw score as a percentile of the validation photos' scores: the
-share of validation photos that look less familiar than this one. In-distribution photos spread
-evenly over [0, 1]; a photo less familiar than every validation photo scores 0.
+  content   the penultimate features (the classifier's input): what the model concluded
+  texture   per-channel mean and standard deviation of an early block's activations (the
+            architecture's `texture_layer`, e.g. EfficientNet's blocks.2): what the photo looks
+            like up close. Noise, blur and drawings change it far more than the content does.
 
-Abstention uses one more number per photo: the calibrated confidence (top softmax(logits / T))
-as a percentile of the validation photos' confidences. The abstention score is the smaller of
-the two percentiles, and a model abstains when it falls below the card's threshold, i.e. when
-the photo is stranger or its answer less sure than that share of validation photos. Both
-reference distributions are stored with the statistics.
+Means and covariances are fitted on the training split; each covariance is shrunk (Ledoit-Wolf),
+because with about 1,700 training photos a 1,280-dimensional covariance is not invertible as is.
+Each raw score becomes a percentile of the validation photos' scores; the familiarity is the
+smaller of the two, itself as a percentile of the validation photos' values, so `familiarity` in
+[0, 1] is the share of validation photos that look less familiar than this one: validation
+photos spread evenly over [0, 1], and a photo stranger than every validation photo scores 0.
+Why this score and not a k-nearest-neighbour distance, the energy score or the content view
+alone: training/README.md ("Familiarity and abstention"), with the validation numbers.
+
+Abstention also uses the calibrated confidence (top softmax(logits / T)) as a percentile of the
+validation photos' confidences. The abstention score is min(familiarity, confidence percentile)
+and a model abstains where it falls below the card's threshold: the photo is stranger, or its
+answer less sure, than that share of validation photos.
 """
 
 from __future__ import annotations
@@ -29,47 +32,93 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHODS = ("mahalanobis",)
+METHOD = "mahalanobis: penultimate + texture"
 
 # familiarity_badge: below this percentile a photo is stranger than 95 % of validation photos.
 UNUSUAL_BELOW = 0.05
 BADGES = ("familiar", "unusual", "unlike anything in training")
 
+_TENSORS = (
+    "class_means",
+    "precision",
+    "val_scores",
+    "texture_means",
+    "texture_precision",
+    "val_texture_scores",
+    "val_familiarity",
+    "val_confidence",
+)
+
 
 @dataclass(frozen=True)
 class FamiliarityStats:
-    """Fitted statistics: training class means and shared precision, and the validation
-    reference distributions that turn raw scores into percentiles."""
+    """Fitted statistics (see the module docstring); build them with `FamiliarityStats.fit`."""
 
-    class_means: torch.Tensor  # float32 (C, D), training-split mean feature per class
+    class_means: torch.Tensor  # float32 (C, D), training mean penultimate feature per class
     precision: torch.Tensor  # float32 (D, D), inverse of the shrunk shared covariance
-    val_scores: torch.Tensor  # float32 (V,), sorted raw familiarity scores of validation photos
-    val_confidence: torch.Tensor  # float32 (V,), sorted calibrated top probabilities (same photos)
-    method: str = "mahalanobis"
+    val_scores: torch.Tensor  # float32 (V,), sorted raw content scores of validation photos
+    texture_means: torch.Tensor  # float32 (C, E), training mean texture statistics per class
+    texture_precision: torch.Tensor  # float32 (E, E)
+    val_texture_scores: torch.Tensor  # float32 (V,), sorted raw texture scores
+    val_familiarity: torch.Tensor  # float32 (V,), sorted min of the two validation percentiles
+    val_confidence: torch.Tensor  # float32 (V,), sorted calibrated top probabilities
+    texture_layer: str = "blocks.2"  # dotted module path whose output gives the texture view
+    method: str = METHOD
 
     def __post_init__(self) -> None:
-        c, d = self.class_means.shape
-        if self.precision.shape != (d, d):
-            raise ValueError(f"precision must be ({d}, {d}), got {tuple(self.precision.shape)}")
-        if self.val_scores.ndim != 1 or len(self.val_scores) == 0:
-            raise ValueError("val_scores must be a non-empty 1-D tensor")
-        if self.val_confidence.shape != self.val_scores.shape:
-            raise ValueError("val_confidence must have val_scores' shape")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown familiarity method {self.method!r}")
+        for means, precision in (
+            (self.class_means, self.precision),
+            (self.texture_means, self.texture_precision),
+        ):
+            d = means.shape[1]
+            if precision.shape != (d, d):
+                raise ValueError(f"a precision must be ({d}, {d}), got {tuple(precision.shape)}")
+        lengths = {len(getattr(self, n)) for n in _TENSORS if n.startswith("val_")}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError("the validation references must be non-empty and of one length")
+
+    @classmethod
+    def fit(
+        cls,
+        train: tuple[np.ndarray, np.ndarray],
+        train_labels: np.ndarray,
+        val: tuple[np.ndarray, np.ndarray],
+        val_confidence: np.ndarray,
+        num_classes: int,
+        texture_layer: str,
+    ) -> FamiliarityStats:
+        """train/val = (penultimate features (N, D), texture statistics (N, E)), float;
+        val_confidence = calibrated top probabilities of the same validation photos."""
+        t = torch.from_numpy
+        content = [t(a) for a in fit_mahalanobis(train[0], train_labels, num_classes)]
+        texture = [t(a) for a in fit_mahalanobis(train[1], train_labels, num_classes)]
+        val_content = raw_mahalanobis_score(t(val[0]), *content)
+        val_texture = raw_mahalanobis_score(t(val[1]), *texture)
+        content_ref, texture_ref = torch.sort(val_content).values, torch.sort(val_texture).values
+        combined = np.fmin(
+            percentile(content_ref, val_content), percentile(texture_ref, val_texture)
+        )
+        return cls(
+            *content,
+            content_ref,
+            *texture,
+            texture_ref,
+            torch.sort(t(combined).float()).values,
+            torch.sort(t(np.asarray(val_confidence, np.float32))).values,
+            texture_layer=texture_layer,
+        )
 
     @property
     def feature_dim(self) -> int:
         return int(self.class_means.shape[1])
 
-    def raw_score(self, features: torch.Tensor) -> torch.Tensor:
-        """float (N, D) penultimate features -> float32 (N,) minus the squared Mahalanobis
-        distance to the nearest class mean (higher = more familiar)."""
-        return raw_mahalanobis_score(features, self.class_means, self.precision)
-
-    def familiarity(self, features: torch.Tensor) -> np.ndarray:
-        """float (N, D) -> float64 (N,) in [0, 1]: share of validation photos less familiar."""
-        return percentile(self.val_scores, self.raw_score(features))
+    def familiarity(self, features: torch.Tensor, texture: torch.Tensor) -> np.ndarray:
+        """Penultimate features float (N, D) and texture statistics float (N, E) -> float64
+        (N,) in [0, 1]: the share of validation photos less familiar."""
+        content = percentile(self.val_scores, raw_mahalanobis_score(features, self.class_means, self.precision))  # fmt: skip
+        texture_raw = raw_mahalanobis_score(texture, self.texture_means, self.texture_precision)
+        combined = np.fmin(content, percentile(self.val_texture_scores, texture_raw))
+        return percentile(self.val_familiarity, torch.from_numpy(combined))
 
     def confidence_percentile(self, confidence: np.ndarray) -> np.ndarray:
         """float (N,) calibrated top probabilities -> float64 (N,) in [0, 1]: share of
@@ -77,27 +126,34 @@ class FamiliarityStats:
         return percentile(self.val_confidence, torch.as_tensor(confidence, dtype=torch.float32))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "class_means": self.class_means,
-            "precision": self.precision,
-            "val_scores": self.val_scores,
-            "val_confidence": self.val_confidence,
-        }
+        return {name: getattr(self, name) for name in _TENSORS}
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().float().contiguous() for k, v in self.tensors().items()}
-        save_file(state, str(path), metadata={"method": self.method})
+        metadata = {"method": self.method, "texture_layer": self.texture_layer}
+        save_file(state, str(path), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> FamiliarityStats:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            method = (f.metadata() or {}).get("method", "mahalanobis")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        return cls(method=method, **tensors)
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in _TENSORS}
+        return cls(
+            **tensors,
+            texture_layer=metadata.get("texture_layer", "blocks.2"),
+            method=metadata.get("method", METHOD),
+        )
+
+
+def texture_statistics(activation: torch.Tensor) -> torch.Tensor:
+    """float (N, K, h, w) block output -> float32 (N, 2K): per-channel spatial mean, then
+    standard deviation."""
+    std, mean = torch.std_mean(activation.detach().float(), dim=(2, 3), correction=0)
+    return torch.cat([mean, std], dim=1)
 
 
 def raw_mahalanobis_score(
@@ -114,7 +170,8 @@ def raw_mahalanobis_score(
 
 def percentile(reference_sorted: torch.Tensor, values: torch.Tensor) -> np.ndarray:
     """Share of the (sorted) reference strictly below each value, float64 (N,) in [0, 1]."""
-    below = torch.searchsorted(reference_sorted.float(), values.float().contiguous(), side="left")
+    values = torch.as_tensor(values).float().contiguous()
+    below = torch.searchsorted(reference_sorted.float().contiguous(), values, side="left")
     return below.numpy().astype(np.float64) / len(reference_sorted)
 
 
@@ -127,6 +184,7 @@ def fit_mahalanobis(
     from sklearn.covariance import LedoitWolf
 
     features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         raise ValueError(f"every class needs training features; counts {counts.tolist()}")

@@ -1,5 +1,6 @@
 """Familiarity statistics, abstention, the one-pass `assess` API and the non-skin set."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -45,25 +46,17 @@ def ood_batch(n: int = 8) -> np.ndarray:
     return np.concatenate([noise, flat]).astype(np.uint8)
 
 
+VAL_SEEDS = range(100, 130)
+
+
 def fit_stats(predictor: Predictor) -> FamiliarityStats:
     """Statistics of a tiny model on seeded synthetic lesion photos: 40 'training' photos with
     labels k % 10, 30 'validation' photos."""
-    train_logits, train_features = predictor.embed(skin_batch(range(40)))
-    means, precision = fit_mahalanobis(train_features, np.arange(40) % NUM_CLASSES, NUM_CLASSES)
-    val_logits, val_features = predictor.embed(skin_batch(range(100, 130)))
-    stats = FamiliarityStats(
-        torch.from_numpy(means),
-        torch.from_numpy(precision),
-        torch.zeros(1),
-        torch.zeros(1),
-    )
-    val_confidence = predictor._softmax(torch.from_numpy(val_logits)).numpy().max(axis=1)
-    return FamiliarityStats(
-        stats.class_means,
-        stats.precision,
-        torch.sort(stats.raw_score(torch.from_numpy(val_features))).values,
-        torch.sort(torch.from_numpy(val_confidence)).values,
-    )
+    _, *train = predictor.embed(skin_batch(range(40)))
+    val_logits, *val = predictor.embed(skin_batch(VAL_SEEDS))
+    val_confidence = predictor.predict(skin_batch(VAL_SEEDS)).max(axis=1)
+    labels = np.arange(40) % NUM_CLASSES
+    return FamiliarityStats.fit(train, labels, val, val_confidence, NUM_CLASSES, "blocks.2")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +101,7 @@ def leftover_hooks(model: torch.nn.Module) -> list[str]:
 def test_stats_round_trip_through_the_checkpoint(checkpoint, stats, predictor):
     card = json.loads(checkpoint.read_text())
     assert card["familiarity"]["file"] == "tiny.familiarity.safetensors"
-    assert card["familiarity"]["method"] == "mahalanobis"
+    assert card["familiarity"]["method"] == stats.method
     assert card["familiarity"]["fitted_on"] == "synthetic test photos"
     assert len(card["familiarity"]["sha256"]) == 64
     _, loaded_card = load_checkpoint(checkpoint)
@@ -163,10 +156,30 @@ def test_abstains_on_a_synthetic_out_of_distribution_batch(predictor):
     np.testing.assert_array_equal(skin.abstain, skin.score < 0.05)
 
 
-def test_validation_photos_spread_over_zero_to_one(stats):
+def test_assessment_from_cached_outputs_equals_assess(predictor):
+    images = np.concatenate([skin_batch(range(500, 503)), ood_batch(2)])
+    direct, cached = predictor.assess(images), predictor.assessment_from(*predictor.embed(images))
+    for field in ("probabilities", "familiarity", "abstain", "score"):
+        np.testing.assert_array_equal(getattr(direct, field), getattr(cached, field))
+
+
+def test_validation_photos_spread_over_zero_to_one(predictor, stats):
+    familiarity = predictor.assess(skin_batch(VAL_SEEDS)).familiarity
+    assert familiarity.min() == 0 and familiarity.max() >= 0.8
+    assert 0.3 < familiarity.mean() < 0.7
     scores = stats.val_scores
-    familiarity = percentile(scores, scores)
-    np.testing.assert_allclose(familiarity, np.arange(len(scores)) / len(scores))
+    np.testing.assert_allclose(percentile(scores, scores), np.arange(len(scores)) / len(scores))
+
+
+def test_mahalanobis_fit_recovers_class_means():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 50)
+    features = rng.normal(size=(150, 4)) + np.eye(3, 4)[labels] * 10
+    means, precision = fit_mahalanobis(features, labels, 3)
+    np.testing.assert_allclose(means, np.eye(3, 4) * 10, atol=0.5)
+    assert precision.shape == (4, 4) and np.allclose(precision, precision.T)
+    with pytest.raises(ValueError, match="every class"):
+        fit_mahalanobis(features, labels, 4)
 
 
 @pytest.mark.parametrize("call", ["assess", "explain"])
@@ -231,9 +244,7 @@ def test_familiarity_badge_without_stats_and_out_of_range():
 
 def test_robustness_curve_marks_abstention(model, stats):
     # every validation answer as unsure as can be: only familiarity decides here
-    unsure = FamiliarityStats(
-        stats.class_means, stats.precision, stats.val_scores, torch.zeros_like(stats.val_scores)
-    )
+    unsure = dataclasses.replace(stats, val_confidence=torch.zeros_like(stats.val_confidence))
     predictor = Predictor(model, "efficientnet_lite0", PREP, familiarity=unsure, abstain_below=0.05)
     curve = robustness_curve(predictor, lesion_photo(1, 96, 128), [0.0, 0.5], [1, 3], [0, 1])
     assert curve.noise_abstain.shape == (2, 2) and curve.noise_abstain.dtype == bool

@@ -1,7 +1,8 @@
 """Penultimate features and logits of every photo set a familiarity fit or report needs, cached.
 
     decoded photos   runs/features/images-<size>-<resize>.npz    (every set, at the input size)
-    features         runs/features/<model>-<sha12>/<set>-<condition>.npz   logits + features
+    features         runs/features/<model>-<sha12>/<set>-<condition>.npz
+                     logits, penultimate features and texture statistics (Predictor.embed)
 
 Both caches are keyed by what they depend on (preprocessing size; the weights' SHA-256 prefix),
 so a retrained model never reads stale features. Corrupted views use training/evaluate.py's
@@ -113,23 +114,23 @@ def features_of(
     seed: int,
     cache_dir: Path,
     batch_size: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits float32 (N, C), features float32 (N, D)) of a set under an evaluate.py condition,
-    cached under cache_dir."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictor.embed of a set under an evaluate.py condition: float32 logits (N, C),
+    penultimate features (N, D), texture statistics (N, E); cached under cache_dir."""
     path = (
         cache_dir / f"{card.name}-{card.weights_sha256[:12]}" / f"{photo_set.name}-{condition}.npz"
     )
     if path.is_file():
         data = np.load(path)
-        return data["logits"], data["features"]
+        return data["logits"], data["features"], data["texture"]
     spec = CONDITIONS[condition]
     owners = [(photo_set.name, i) for i in range(len(photo_set.images))]
     images = corrupt_batch(photo_set.images, spec, seed, owners)
-    logits, features = predictor.embed(images, batch_size)
+    logits, features, texture = predictor.embed(images, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, logits=logits, features=features)
+    np.savez(path, logits=logits, features=features, texture=texture)
     log.info("  %s %s %s: %d photos", card.name, photo_set.name, condition, len(images))
-    return logits, features
+    return logits, features, texture
 
 
 def feature_predictor(card_path: Path) -> tuple[Predictor, ModelCard]:
@@ -174,8 +175,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     split = args.split or args.weights_dir / "split.json"
     fit_jobs = [("train", "clean")] + [("val", c) for c in SELECTION_CONDITIONS]
-    report_jobs = [(s, c) for s in REPORT_SETS for c in REPORT_CONDITIONS]
-    for jobs in (fit_jobs, report_jobs):  # every model's fit inputs first
+    first = [("test", c) for c in REPORT_CONDITIONS] + [(s, "clean") for s in REPORT_SETS[1:]]
+    rest = [(s, c) for s in REPORT_SETS[1:] for c in REPORT_CONDITIONS[1:]]
+    for jobs in (fit_jobs, first, rest):  # every model's fit inputs first, then the test split
         for name in args.models:
             predictor, card = feature_predictor(args.weights_dir / f"{name}.json")
             sets = load_photo_sets(
