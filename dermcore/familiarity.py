@@ -10,12 +10,13 @@ class mean under one shared covariance (Lee et al. 2018), negated so that higher
 
 Means and covariances are fitted on the training split; each covariance is shrunk (Ledoit-Wolf),
 because with about 1,700 training photos a 1,280-dimensional covariance is not invertible as is.
-Each raw score becomes a percentile of the validation photos' scores; the familiarity is the
-smaller of the two, itself as a percentile of the validation photos' values, so `familiarity` in
+Which views count (`views`: content, texture or both) is chosen per model on validation by
+training/familiarity.py. Each raw score becomes a percentile of the validation photos' scores;
+the familiarity is the smallest over the views, itself as a percentile of the validation
+photos' values, so `familiarity` in
 [0, 1] is the share of validation photos that look less familiar than this one: validation
 photos spread evenly over [0, 1], and a photo stranger than every validation photo scores 0.
-Why this score and not a k-nearest-neighbour distance, the energy score or the content view
-alone: training/README.md ("Familiarity and abstention"), with the validation numbers.
+Why these and not a k-nearest-neighbour distance or the energy score: training/README.md ("Familiarity and abstention"), with the validation numbers.
 
 Abstention also uses the calibrated confidence (top softmax(logits / T)) as a percentile of the
 validation photos' confidences. The abstention score is min(familiarity, confidence percentile)
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHOD = "mahalanobis: penultimate + texture"
+METHOD = "mahalanobis"
+VIEWS = ("content", "texture")
 
 # familiarity_badge: below this percentile a photo is stranger than 95 % of validation photos.
 UNUSUAL_BELOW = 0.05
@@ -63,6 +65,9 @@ class FamiliarityStats:
     val_familiarity: torch.Tensor  # float32 (V,), sorted min of the two validation percentiles
     val_confidence: torch.Tensor  # float32 (V,), sorted calibrated top probabilities
     texture_layer: str = "blocks.2"  # dotted module path whose output gives the texture view
+    # which views the familiarity takes the minimum over, chosen per model on validation
+    # (training/familiarity.py); an unused view's means and precision are stored empty
+    views: tuple[str, ...] = VIEWS
     method: str = METHOD
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class FamiliarityStats:
             d = means.shape[1]
             if precision.shape != (d, d):
                 raise ValueError(f"a precision must be ({d}, {d}), got {tuple(precision.shape)}")
+        if not self.views or set(self.views) - set(VIEWS):
+            raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {self.views}")
         lengths = {len(getattr(self, n)) for n in _TENSORS if n.startswith("val_")}
         if len(lengths) != 1 or 0 in lengths:
             raise ValueError("the validation references must be non-empty and of one length")
@@ -86,17 +93,26 @@ class FamiliarityStats:
         val_confidence: np.ndarray,
         num_classes: int,
         texture_layer: str,
+        views: tuple[str, ...] = ("content", "texture"),
     ) -> FamiliarityStats:
         """train/val = (penultimate features (N, D), texture statistics (N, E)), float;
         val_confidence = calibrated top probabilities of the same validation photos."""
         t = torch.from_numpy
-        content = [t(a) for a in fit_mahalanobis(train[0], train_labels, num_classes)]
+        if "content" in views:
+            content = [t(a) for a in fit_mahalanobis(train[0], train_labels, num_classes)]
+            val_content = raw_mahalanobis_score(t(val[0]), *content)
+        else:  # an unused view is stored empty (a 1,280-wide precision is 6.5 MB)
+            content = [torch.zeros(num_classes, 0), torch.zeros(0, 0)]
+            val_content = torch.zeros(len(val[0]))
         texture = [t(a) for a in fit_mahalanobis(train[1], train_labels, num_classes)]
-        val_content = raw_mahalanobis_score(t(val[0]), *content)
         val_texture = raw_mahalanobis_score(t(val[1]), *texture)
         content_ref, texture_ref = torch.sort(val_content).values, torch.sort(val_texture).values
-        combined = np.fmin(
-            percentile(content_ref, val_content), percentile(texture_ref, val_texture)
+        combined = _combine(
+            {
+                "content": percentile(content_ref, val_content),
+                "texture": percentile(texture_ref, val_texture),
+            },
+            views,
         )
         return cls(
             *content,
@@ -106,6 +122,7 @@ class FamiliarityStats:
             torch.sort(t(combined).float()).values,
             torch.sort(t(np.asarray(val_confidence, np.float32))).values,
             texture_layer=texture_layer,
+            views=tuple(views),
         )
 
     @property
@@ -115,9 +132,14 @@ class FamiliarityStats:
     def familiarity(self, features: torch.Tensor, texture: torch.Tensor) -> np.ndarray:
         """Penultimate features float (N, D) and texture statistics float (N, E) -> float64
         (N,) in [0, 1]: the share of validation photos less familiar."""
-        content = percentile(self.val_scores, raw_mahalanobis_score(features, self.class_means, self.precision))  # fmt: skip
-        texture_raw = raw_mahalanobis_score(texture, self.texture_means, self.texture_precision)
-        combined = np.fmin(content, percentile(self.val_texture_scores, texture_raw))
+        percentiles = {}
+        if "content" in self.views:
+            raw = raw_mahalanobis_score(features, self.class_means, self.precision)
+            percentiles["content"] = percentile(self.val_scores, raw)
+        if "texture" in self.views:
+            raw = raw_mahalanobis_score(texture, self.texture_means, self.texture_precision)
+            percentiles["texture"] = percentile(self.val_texture_scores, raw)
+        combined = _combine(percentiles, self.views)
         return percentile(self.val_familiarity, torch.from_numpy(combined))
 
     def confidence_percentile(self, confidence: np.ndarray) -> np.ndarray:
@@ -132,7 +154,11 @@ class FamiliarityStats:
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().float().contiguous() for k, v in self.tensors().items()}
-        metadata = {"method": self.method, "texture_layer": self.texture_layer}
+        metadata = {
+            "method": self.method,
+            "texture_layer": self.texture_layer,
+            "views": ",".join(self.views),
+        }
         save_file(state, str(path), metadata=metadata)
 
     @classmethod
@@ -145,8 +171,14 @@ class FamiliarityStats:
         return cls(
             **tensors,
             texture_layer=metadata.get("texture_layer", "blocks.2"),
+            views=tuple(metadata.get("views", ",".join(VIEWS)).split(",")),
             method=metadata.get("method", METHOD),
         )
+
+
+def _combine(percentiles: dict[str, np.ndarray], views: tuple[str, ...]) -> np.ndarray:
+    """The smallest of the chosen views' validation percentiles, float64 (N,)."""
+    return np.minimum.reduce([percentiles[v] for v in views])
 
 
 def texture_statistics(activation: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,21 @@ def test_stats_round_trip_through_the_checkpoint(checkpoint, stats, predictor):
     np.testing.assert_array_equal(a.abstain, b.abstain)
 
 
+def test_texture_only_stats_store_no_content_view(model, tmp_path):
+    predictor = Predictor(model, "efficientnet_lite0", PREP)
+    _, *train = predictor.embed(skin_batch(range(20)))
+    _, *val = predictor.embed(skin_batch(VAL_SEEDS))
+    labels = np.arange(20) % NUM_CLASSES
+    stats = FamiliarityStats.fit(train, labels, val, np.ones(len(VAL_SEEDS)), NUM_CLASSES, "blocks.2", ("texture",))  # fmt: skip
+    assert stats.precision.numel() == 0 and stats.views == ("texture",)
+    stats.save(tmp_path / "stats.safetensors")
+    loaded = FamiliarityStats.load(tmp_path / "stats.safetensors")
+    assert loaded.views == ("texture",) and loaded.texture_layer == "blocks.2"
+    texture_only = Predictor(model, "efficientnet_lite0", PREP, familiarity=loaded)
+    familiarity = texture_only.assess(ood_batch(4)).familiarity
+    assert (familiarity == 0).all()
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_a_tampered_stats_file_is_refused_like_tampered_weights(checkpoint, tmp_path, damage):
     card_path = copy_checkpoint(checkpoint, tmp_path)
