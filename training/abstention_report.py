@@ -175,11 +175,40 @@ def model_report(card_path: Path, args: argparse.Namespace) -> dict:
             rows = sets[set_name].table2
             table2 = _subset(clean, rows)
             report["sets"]["shift_sd198_table2_clean"] = condition_block(table2, labels[rows], None)
+    report["targets"] = targets(report)
     out = args.out / card.name / "abstention.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, report)
     log.info("wrote %s", out)
     return report
+
+
+def targets(report: dict) -> dict:
+    """The issue's target measures, each beside its target (">= 0.9": at least 0.9)."""
+    test, sd198 = report["sets"]["test"], report["sets"]["shift_sd198"]
+    non_skin = report["sets"]["non_skin"]["clean"]
+    measures = {
+        "test_coverage": (test["clean"]["coverage"], ">= 0.9"),
+        "test_top1_answered_minus_all": (
+            test["clean"]["top1_answered"] - test["clean"]["top1_all"],
+            "> 0",
+        ),
+        "non_skin_abstain": (1 - non_skin["coverage"], ">= 0.95"),
+        "sd198_auroc_right_wrong": (sd198["clean"]["auroc_right_wrong"], ">= 0.75"),
+        "sd198_coverage": (sd198["clean"]["coverage"], ">= 0.25"),
+        "sd198_top1_answered": (sd198["clean"]["top1_answered"], ">= 0.45"),
+        "test_flip_catch_sp5": (test.get("sp5", {}).get("flip_catch"), ">= 0.6"),
+        "test_flip_catch_blur11": (test.get("blur11", {}).get("flip_catch"), ">= 0.6"),
+        "sd198_ece_answered": (sd198["clean"]["ece_answered"], "<= 0.15"),
+    }
+    out = {}
+    for name, (value, target) in measures.items():
+        op, bound = target.split()
+        met = None
+        if value is not None and np.isfinite(value):
+            met = {">=": value >= float(bound), ">": value > float(bound)}.get(op, value <= float(bound))  # fmt: skip
+        out[name] = {"value": value, "target": target, "met": met}
+    return out
 
 
 def _subset(assessment: Assessment, rows: np.ndarray) -> Assessment:
@@ -218,4 +247,10 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    main(get_args_parser().parse_args())
+    for name, report in main(get_args_parser().parse_args()).items():
+        for measure, row in report["targets"].items():
+            value = row["value"]
+            shown = "n/a" if value is None else f"{value:.3f}"
+            print(
+                f"{name:<14} {measure:<30} {shown:>7}  target {row['target']:<8} met {row['met']}"
+            )
