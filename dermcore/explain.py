@@ -250,7 +250,7 @@ class Predictor:
         logits, features, texture = [], [], []
         for start in range(0, len(batch), batch_size):
             x = self._preprocessing.to_tensor(batch[start : start + batch_size])
-            with self._lock, torch.inference_mode(), self._recording() as (content, textures):
+            with self._lock, torch.inference_mode(), self._recording(True) as (content, textures):
                 logits.append(self._checked(self.model(x)).numpy())
             features.append(content[0].float().numpy())
             texture.append(textures[0].numpy())
@@ -329,7 +329,7 @@ class Predictor:
         with (
             self._lock,
             _graph_starts_at(self._cam_module) as leaves,
-            self._recording() as recorded,
+            self._recording(self.familiarity_stats is not None) as recorded,
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
@@ -358,7 +358,8 @@ class Predictor:
         with (
             self._lock,
             _graph_starts_at(self._cam_module),
-            self._recording() as recorded,  # [0]: the library's first forward, on x
+            # [0]: the library's first forward, on x
+            self._recording(self.familiarity_stats is not None) as recorded,
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
@@ -375,12 +376,14 @@ class Predictor:
         return logits, cam, target, _first_views(recorded)
 
     @contextmanager
-    def _recording(self) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    def _recording(self, needed: bool) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
         """While active, every forward call appends the classifier's input (N, D) and the
         texture statistics (N, E) to the two yielded lists (they stay empty without those
-        layers). Take the lock first: the hooks see every caller's forward passes."""
-        with _inputs_of(self._head_module) as content, _texture_of(self._texture_module) as tex:
-            yield content, tex
+        layers, or when not `needed`: no hook then). Take the lock first: the hooks see every
+        caller's forward passes."""
+        head, texture = (self._head_module, self._texture_module) if needed else (None, None)
+        with _inputs_of(head) as content, _texture_of(texture) as textures:
+            yield content, textures
 
     def _target_index(self, target: int | str) -> int:
         if isinstance(target, str):
