@@ -122,10 +122,16 @@ def random_stats(model: torch.nn.Module, arch: str, n_val: int = 365) -> Familia
         return torch.sort(torch.rand(n_val, generator=generator)).values
 
     return FamiliarityStats(
-        torch.randn(10, d, generator=generator), torch.eye(d), ref(),
-        torch.randn(10, e, generator=generator), torch.eye(e), ref(), ref(), ref(),
+        torch.randn(10, d, generator=generator),
+        torch.eye(d),
+        ref(),
+        torch.randn(10, e, generator=generator),
+        torch.eye(e),
+        ref(),
+        ref(),
+        ref(),
         texture_layer=spec.texture_layer,
-    )  # fmt: skip
+    )
 
 
 def time_arch(arch: str, repeats: int, warmup: int, seed: int) -> dict[str, list[float]]:

@@ -186,7 +186,7 @@ def save_familiarity(
     stats.save(path)
     card.familiarity = {
         "method": stats.method,
-        "feature_dim": stats.feature_dim,
+        "dims": stats.dims,
         **details,
         "file": path.name,
         "sha256": sha256_file(path),

@@ -126,8 +126,10 @@ class FamiliarityStats:
         )
 
     @property
-    def feature_dim(self) -> int:
-        return int(self.class_means.shape[1])
+    def dims(self) -> dict[str, int]:
+        """Width of each stored view (0 for a view not used, stored empty)."""
+        content, texture = self.class_means.shape[1], self.texture_means.shape[1]
+        return {"content": int(content), "texture": int(texture)}
 
     def familiarity(self, features: torch.Tensor, texture: torch.Tensor) -> np.ndarray:
         """Penultimate features float (N, D) and texture statistics float (N, E) -> float64
@@ -238,7 +240,7 @@ def familiarity_badge(familiarity: float | None) -> str | None:
     """A plain word for the UI: 'familiar' at or above the 5th validation percentile (as usual
     as 95 % of the validation photos), 'unusual' below it, 'unlike anything in training' at 0
     (less familiar than every validation photo). None for a model without statistics."""
-    if familiarity is None or (isinstance(familiarity, float) and math.isnan(familiarity)):
+    if familiarity is None or math.isnan(float(familiarity)):
         return None
     if not 0 <= familiarity <= 1:
         raise ValueError(f"familiarity must be in [0, 1], got {familiarity!r}")

@@ -263,7 +263,7 @@ _DRAWINGS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "text-hello": _text(["Hello,", "world!"], 1.6, (0, 0, 0)),
     "text-lorem": _text(
         ["Lorem ipsum", "dolor sit amet", "consectetur", "adipiscing"], 0.9, (30, 30, 120)
-    ),  # fmt: skip
+    ),
     "text-numbers": _text(["0123456789", "3.14159", "42"], 1.1, (150, 0, 0)),
     "document": _document,
     "house-day": _house((140, 200, 250), (240, 230, 200)),

@@ -42,7 +42,9 @@ def skin_batch(seeds: range) -> np.ndarray:
 def ood_batch(n: int = 8) -> np.ndarray:
     rng = np.random.default_rng(99)
     noise = rng.integers(0, 256, (n // 2, SIZE, SIZE, 3), dtype=np.uint8)
-    flat = np.broadcast_to(rng.integers(0, 256, (n - n // 2, 1, 1, 3), dtype=np.uint8), (n - n // 2, SIZE, SIZE, 3))  # fmt: skip
+    flat = np.broadcast_to(
+        rng.integers(0, 256, (n - n // 2, 1, 1, 3), dtype=np.uint8), (n - n // 2, SIZE, SIZE, 3)
+    )
     return np.concatenate([noise, flat]).astype(np.uint8)
 
 
@@ -122,7 +124,9 @@ def test_texture_only_stats_store_no_content_view(model, tmp_path):
     _, *train = predictor.embed(skin_batch(range(20)))
     _, *val = predictor.embed(skin_batch(VAL_SEEDS))
     labels = np.arange(20) % NUM_CLASSES
-    stats = FamiliarityStats.fit(train, labels, val, np.ones(len(VAL_SEEDS)), NUM_CLASSES, "blocks.2", ("texture",))  # fmt: skip
+    stats = FamiliarityStats.fit(
+        train, labels, val, np.ones(len(VAL_SEEDS)), NUM_CLASSES, "blocks.2", ("texture",)
+    )
     assert stats.precision.numel() == 0 and stats.views == ("texture",)
     stats.save(tmp_path / "stats.safetensors")
     loaded = FamiliarityStats.load(tmp_path / "stats.safetensors")

@@ -142,9 +142,14 @@ def model_report(card_path: Path, args: argparse.Namespace) -> dict:
 
     def assess(set_name: str, condition: str) -> Assessment:
         outputs = features_of(
-            feature_model, card, sets[set_name], condition, args.seed, args.cache_dir,
+            feature_model,
+            card,
+            sets[set_name],
+            condition,
+            args.seed,
+            args.cache_dir,
             args.batch_size,
-        )  # fmt: skip
+        )
         return predictor.assessment_from(*outputs)
 
     report = {
@@ -206,7 +211,9 @@ def targets(report: dict) -> dict:
         op, bound = target.split()
         met = None
         if value is not None and np.isfinite(value):
-            met = {">=": value >= float(bound), ">": value > float(bound)}.get(op, value <= float(bound))  # fmt: skip
+            met = {">=": value >= float(bound), ">": value > float(bound)}.get(
+                op, value <= float(bound)
+            )
         out[name] = {"value": value, "target": target, "met": met}
     return out
 

@@ -249,8 +249,12 @@ def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
     )
     card.abstention = _abstention_fields(card, threshold, stats, score, args)
     write_card(card, card_path)
-    log.info("%s: threshold %.3f answers %.1f%% of validation", card.name, threshold,
-             100 * (score >= threshold).mean())  # fmt: skip
+    log.info(
+        "%s: threshold %.3f answers %.1f%% of validation",
+        card.name,
+        threshold,
+        100 * (score >= threshold).mean(),
+    )
     return table
 
 

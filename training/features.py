@@ -181,12 +181,23 @@ def main(args: argparse.Namespace) -> None:
         for name in args.models:
             predictor, card = feature_predictor(args.weights_dir / f"{name}.json")
             sets = load_photo_sets(
-                args.data_root, args.shift_root, split, list(card.classes),
-                card.get_preprocessing(), args.cache_dir,
-            )  # fmt: skip
+                args.data_root,
+                args.shift_root,
+                split,
+                list(card.classes),
+                card.get_preprocessing(),
+                args.cache_dir,
+            )
             for set_name, condition in jobs:
-                features_of(predictor, card, sets[set_name], condition, args.seed,
-                            args.cache_dir, args.batch_size)  # fmt: skip
+                features_of(
+                    predictor,
+                    card,
+                    sets[set_name],
+                    condition,
+                    args.seed,
+                    args.cache_dir,
+                    args.batch_size,
+                )
 
 
 if __name__ == "__main__":
