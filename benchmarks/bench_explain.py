@@ -7,6 +7,8 @@ Timed on one 224x224 image with random weights (speed does not depend on the wei
 
     forward      model(x) under torch.inference_mode()                      the floor, 1.00x
     explain      Predictor.explain(image): prediction + fast Grad-CAM         target <= 1.2x
+    explain-fam  the same with familiarity statistics and abstention          target <= 1.2x
+    assess       Predictor.assess(image): probabilities, familiarity, abstain (no CAM)
     slider       apply_corruption (5% salt-and-pepper + 5x5 blur) + explain   one slider change
     slider-filter  the same, for a model with the impulse filter (`robust`)   target <= 1.05x slider
     gradcam      pytorch-grad-cam: a fresh GradCAM(model, [layer]) per call   what a naive app does
@@ -31,9 +33,19 @@ import torch
 
 from dermcore.corruptions import CorruptionSpec, apply_corruption
 from dermcore.explain import Predictor
+from dermcore.familiarity import FamiliarityStats
 from dermcore.models import ARCHITECTURES, build_model, get_arch, get_module
 
-VARIANTS = ("forward", "explain", "slider", "slider-filter", "gradcam", "gradcam-reuse")
+VARIANTS = (
+    "forward",
+    "explain",
+    "explain-fam",
+    "assess",
+    "slider",
+    "slider-filter",
+    "gradcam",
+    "gradcam-reuse",
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,6 +76,7 @@ def variants(arch: str, seed: int) -> dict[str, Callable[[int], object]]:
     # reused GradCAM, so neither runs the other's hooks.
     fresh_model, reused_model = copy.deepcopy(model), copy.deepcopy(model)
     predictor = Predictor(model, arch)
+    familiar = Predictor(model, arch, familiarity=random_stats(model, arch), abstain_below=0.05)
     filtered = Predictor(model, arch, replace(predictor.preprocessing, impulse_filter=True))
     image = np.random.default_rng(seed).integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
     x = predictor.preprocessing.to_tensor(image)
@@ -87,11 +100,38 @@ def variants(arch: str, seed: int) -> dict[str, Callable[[int], object]]:
     return {
         "forward": forward,
         "explain": lambda i: predictor.explain(image),
+        "explain-fam": lambda i: familiar.explain(image),
+        "assess": lambda i: familiar.assess(image),
         "slider": slider,
         "slider-filter": lambda i: slider(i, filtered),
         "gradcam": fresh_gradcam,
         "gradcam-reuse": lambda i: reused(x, targets=target),
     }
+
+
+def random_stats(model: torch.nn.Module, arch: str, n_val: int = 365) -> FamiliarityStats:
+    """Statistics of the right shapes with random values: the cost does not depend on them."""
+    spec = get_arch(arch)
+    probe = Predictor(model, arch)
+    x = np.zeros((1, spec.preprocessing.input_size, spec.preprocessing.input_size, 3), np.uint8)
+    _, features, texture = probe.embed(x)
+    generator = torch.Generator().manual_seed(0)
+    d, e = features.shape[1], texture.shape[1]
+
+    def ref() -> torch.Tensor:
+        return torch.sort(torch.rand(n_val, generator=generator)).values
+
+    return FamiliarityStats(
+        torch.randn(10, d, generator=generator),
+        torch.eye(d),
+        ref(),
+        torch.randn(10, e, generator=generator),
+        torch.eye(e),
+        ref(),
+        ref(),
+        ref(),
+        texture_layer=spec.texture_layer,
+    )
 
 
 def time_arch(arch: str, repeats: int, warmup: int, seed: int) -> dict[str, list[float]]:
@@ -128,6 +168,9 @@ def main(args: argparse.Namespace) -> None:
     for statistic, reduce in (("median", statistics.median), ("minimum", min)):
         table = {arch: {n: reduce(t) for n, t in times.items()} for arch, times in results.items()}
         print(format_table(table, statistic))
+        for arch, t in table.items():
+            ratio = t["explain-fam"] / t["forward"]
+            print(f"{arch}: explain with familiarity / forward = {ratio:.2f}x (target <= 1.2x)")
 
 
 if __name__ == "__main__":

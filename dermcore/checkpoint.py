@@ -3,8 +3,11 @@
     weights/clean.safetensors   the state dict
     weights/clean.json          the card: how to rebuild, preprocess, and what it scored
 
-The card carries the SHA-256 of the weights file; loading recomputes it and refuses a missing,
-truncated or altered file with a sentence that names the file.
+    weights/clean.familiarity.safetensors   familiarity statistics (dermcore/familiarity.py),
+                                            optional; the card's `familiarity` names and hashes it
+
+The card carries the SHA-256 of the weights file and of the statistics file; loading recomputes
+both and refuses a missing, truncated or altered file with a sentence that names the file.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dermcore.familiarity import FamiliarityStats
 from dermcore.labels import CLASSES
 from dermcore.models import build_model, get_arch
 from dermcore.preprocessing import Preprocessing
@@ -48,6 +52,12 @@ class ModelCard:
         "Not a diagnostic device; never use it for patient care."
     )
     limitations: list[str] = field(default_factory=list)
+    # {"method", "file", "sha256", "bytes", "fitted_on", ...}: the familiarity statistics beside
+    # the weights (save_familiarity); empty for a model without them
+    familiarity: dict = field(default_factory=dict)
+    # {"threshold": abstain below this abstention score, "confidence_min": the calibrated top
+    # probability used alone when there are no statistics, "rule", "chosen_on", ...}
+    abstention: dict = field(default_factory=dict)
     weights_file: str = ""  # file name beside the card
     weights_sha256: str = ""
     weights_bytes: int = 0
@@ -120,24 +130,82 @@ def read_card(path: str | Path) -> ModelCard:
 
 def verify_weights(card: ModelCard, directory: str | Path) -> Path:
     """The weights file's path, once its size and SHA-256 match the card's."""
-    path = Path(directory) / card.weights_file
+    return _verify_file(
+        Path(directory) / card.weights_file,
+        card.weights_sha256,
+        card.weights_bytes,
+        f"The weights file {{name}} for model '{card.name}'",
+        "retrain it (see training/README.md)",
+    )
+
+
+def verify_familiarity(card: ModelCard, directory: str | Path) -> Path | None:
+    """The familiarity statistics file's path once its size and SHA-256 match the card's, or
+    None when the card names no statistics."""
+    if not card.familiarity:
+        return None
+    if not card.familiarity.get("file") or not card.familiarity.get("sha256"):
+        raise CheckpointError(
+            f"The model card of '{card.name}' has familiarity settings but names no statistics "
+            "file or checksum. Restore the card from the repository."
+        )
+    return _verify_file(
+        Path(directory) / card.familiarity["file"],
+        card.familiarity["sha256"],
+        int(card.familiarity.get("bytes", 0)),
+        f"The familiarity statistics file {{name}} for model '{card.name}'",
+        "refit it (training/familiarity.py)",
+    )
+
+
+def _verify_file(path: Path, sha256: str, n_bytes: int, what: str, remedy: str) -> Path:
+    what = what.format(name=path.name)
     if not path.is_file():
-        raise CheckpointError(
-            f"The weights file {path.name} for model '{card.name}' is missing. "
-            "Restore it from the repository or retrain it (see training/README.md)."
-        )
+        raise CheckpointError(f"{what} is missing. Restore it from the repository or {remedy}.")
     size = path.stat().st_size
-    if card.weights_bytes and size != card.weights_bytes:
+    if n_bytes and size != n_bytes:
         raise CheckpointError(
-            f"The weights file {path.name} is {size:,} bytes but its card says "
-            f"{card.weights_bytes:,}: it is truncated or replaced. Restore it from the repository."
+            f"{what} is {size:,} bytes but its card says {n_bytes:,}: it is truncated or "
+            "replaced. Restore it from the repository."
         )
-    if sha256_file(path) != card.weights_sha256:
+    if sha256_file(path) != sha256:
         raise CheckpointError(
-            f"The weights file {path.name} does not match the checksum in its model card: "
-            "it was altered or corrupted. Restore it from the repository."
+            f"{what} does not match the checksum in its model card: it was altered or "
+            "corrupted. Restore it from the repository."
         )
     return path
+
+
+def save_familiarity(
+    stats: FamiliarityStats, card: ModelCard, card_path: str | Path, **details
+) -> None:
+    """Write <name>.familiarity.safetensors beside the card and record its name, size and
+    SHA-256 (plus `details`, e.g. fitted_on) in the card's `familiarity`; rewrites the card."""
+    card_path = Path(card_path)
+    path = card_path.parent / f"{card.name}.familiarity.safetensors"
+    stats.save(path)
+    card.familiarity = {
+        "method": stats.method,
+        "dims": stats.dims,
+        **details,
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+    }
+    write_card(card, card_path)
+
+
+def load_familiarity(card: ModelCard, directory: str | Path) -> FamiliarityStats | None:
+    """The verified statistics named by the card, or None when it names none."""
+    path = verify_familiarity(card, directory)
+    if path is None:
+        return None
+    try:
+        return FamiliarityStats.load(path)
+    except Exception as exc:  # safetensors header errors, missing tensors, wrong shapes
+        raise CheckpointError(
+            f"The familiarity statistics file {path.name} could not be read: {exc}"
+        ) from None
 
 
 def load_checkpoint(card_path: str | Path) -> tuple[nn.Module, ModelCard]:
@@ -147,6 +215,7 @@ def load_checkpoint(card_path: str | Path) -> tuple[nn.Module, ModelCard]:
     card_path = Path(card_path)
     card = read_card(card_path)
     weights_path = verify_weights(card, card_path.parent)
+    verify_familiarity(card, card_path.parent)  # a tampered statistics file is refused here too
     try:
         state = load_file(str(weights_path))
         model = build_model(card.arch, num_classes=len(card.classes), pretrained=False)

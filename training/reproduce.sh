@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild every shipped file in weights/ from ../shared/data: the three models (three seeds
-# each, the median-validation seed shipped) and their evaluation reports. One step at a time:
+# each, the median-validation seed shipped), their evaluation reports, familiarity statistics,
+# the photo-quality calibration and the sample gallery. One step at a time:
 # on a 2-core CPU parallel runs only slow each other down. Each step is resumable: rerun this
 # script after an interruption and finished seeds and models are skipped.
 #   bash training/reproduce.sh     (data from ../shared/data/train and ../shared/data/shift-sd198)
@@ -15,3 +16,10 @@ for name in clean robust noise-trained; do
   "$PY" training/train.py --name "$name" --seeds 0 1 2 --lr 0.03 "${resume[@]}"
   "$PY" training/evaluate.py --models "$name"
 done
+# Familiarity statistics and abstention thresholds (validation only; they read each card's
+# temperature, so they follow evaluate.py), then the abstention reports.
+PYTHONPATH=. "$PY" training/familiarity.py --models clean noise-trained robust
+PYTHONPATH=. "$PY" training/abstention_report.py --models clean noise-trained robust
+# The photo-quality calibration (model-independent) and the shipped sample gallery.
+PYTHONPATH=. "$PY" training/quality_calibration.py
+"$PY" scripts/make_samples.py
