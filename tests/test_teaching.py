@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
 
 from dermcore.corruptions import CorruptionSpec
 from dermcore.reports import parse_set_report
@@ -28,6 +32,7 @@ from dermcore.teaching import (
     slides_zip,
     tally,
 )
+from ui.common import sample_photos
 
 SHA = [f"{i:x}" * 64 for i in range(1, 4)]
 
@@ -172,3 +177,180 @@ def test_slides_as_zip_and_pdf():
         assert archive.read("case-2.png") == slides["case-2.png"]
     pdf = slides_pdf(list(slides.values()))
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 2
+
+
+# ---- the page, under AppTest ----------------------------------------------------------------
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT_S = 90
+
+
+@pytest.fixture
+def teaching(tiny_weights_dir, monkeypatch) -> AppTest:
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/teaching.py").run()
+    assert not at.exception
+    return at
+
+
+def build_three_case_deck(at: AppTest, photo_png: bytes) -> None:
+    """Two shipped samples (noise 3%, 5x5 blur with seed 7) and one uploaded photo."""
+    paths = [str(s.path) for s in sample_photos()]
+    at.selectbox(key="teaching_sample").set_value(paths[0])
+    at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
+    at.button(key="teaching_add").click().run()
+    at.selectbox(key="teaching_sample").set_value(paths[5])
+    at.selectbox(key="teaching_preset").set_value("5×5 blur (paper)")
+    at.number_input(key="teaching_seed").set_value(7).run()
+    at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_source").set_value("Upload").run()
+    at.file_uploader(key="teaching_upload").set_value(("patient.png", photo_png, "image/png"))
+    at.run()
+    at.selectbox(key="teaching_preset").set_value(CUSTOM_PRESET).run()
+    at.slider(key="teaching_noise").set_value(2.0)
+    at.select_slider(key="teaching_blur").set_value(3).run()
+    at.button(key="teaching_add").click().run()
+    assert not at.exception
+
+
+CUSTOM_PRESET = "Custom"
+
+
+def walk(at: AppTest, mode: str, guesses: list[tuple[str, str]]) -> AppTest:
+    """Go through the deck in `mode`, entering the guesses and revealing each case."""
+    at.segmented_control(key="teaching_mode").set_value(mode).run()
+    who = "room" if mode == "Present" else "own"
+    for index, (class_name, survives) in enumerate(guesses):
+        assert any(f"Case {index + 1} of {len(guesses)}" in m.value for m in at.markdown)
+        at.selectbox(key=f"teaching_{who}_{index}_class").set_value(class_name).run()
+        at.segmented_control(key=f"teaching_{who}_{index}_survives").set_value(survives).run()
+        at.button(key="teaching_reveal").click().run()
+        assert any(str(m.value).startswith("Clean: **") for m in at.markdown)
+        at.button(key="teaching_next").click().run()
+        assert not at.exception
+    return at
+
+
+def test_build_present_reveal_and_tally(teaching, photo_png):
+    at = teaching
+    build_three_case_deck(at, photo_png)
+    deck = at.session_state["teaching_deck"]
+    assert len(deck.cases) == 3
+    assert deck.cases[1].spec == CorruptionSpec(blur_kernel=5, seed=7)
+    assert deck.cases[2].uploaded and deck.cases[2].spec.noise_density == 0.02
+    assert "patient" not in " ".join(str(m.value) for m in at.markdown)
+
+    samples = sample_photos()
+    first, second = samples[0].label, samples[5].label
+    walk(at, "Present", [(first, "Yes"), ("Acne", "No"), ("Wheal", "Yes")])
+    assert any(m.value == "## Tally" for m in at.markdown)
+    rows = at.dataframe[0].value
+    assert list(rows["True class"]) == [first, second, "unknown (uploaded)"]
+    assert list(rows["The room: class"]) == [first, "Acne", "Wheal"]
+    lines = " ".join(str(m.value) for m in at.markdown)
+    assert (first, second) == ("Acne", "Blister")  # the shipped samples' order
+    clean_right = sum(a == b for a, b in zip(rows["Model, clean"], [first, second], strict=False))
+    assert f"Class right: The room 1 of 2 · the model {clean_right} on the clean photos" in lines
+    held = list(rows["Answer held"])
+    calls_right = sum(h == c for h, c in zip(held, ["yes", "no", "yes"], strict=True))
+    assert f"Survival calls right: {calls_right} of 3 (3 made)" in lines
+    # the notice stays on screen in presenter mode (the sidebar is hidden there)
+    assert any("not a diagnostic device" in str(m.value) for m in at.markdown)
+
+
+def test_self_study_scores_and_explains_from_the_report(
+    tiny_weights_dir, tmp_path, monkeypatch, photo_png
+):
+    """A copy of the tiny weights with a hand-made test report for tiny-clean."""
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights_dir, weights)
+    (weights / "reports" / "tiny-clean").mkdir(parents=True)
+    (weights / "reports" / "tiny-clean" / "test.json").write_text(json.dumps(small_report()))
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(weights))
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/teaching.py").run()
+    build_three_case_deck(at, photo_png)
+    walk(at, "Self-study", [(sample_photos()[0].label, "Yes"), ("Acne", "No"), ("Wheal", "No")])
+    assert any(m.value == "## Your score" for m in at.markdown)
+    (score,) = at.metric
+    rows = at.dataframe[0].value
+    classes_right = sum(rows["You: class"][:2] == rows["True class"][:2])
+    calls_right = sum(rows["You: survives?"] == rows["Answer held"])
+    assert score.value == f"{classes_right + calls_right} of 5"  # 2 labelled cases + 3 calls
+
+
+def test_self_study_case_shows_the_report_sentence(tiny_weights_dir, tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights_dir, weights)
+    (weights / "reports" / "tiny-clean").mkdir(parents=True)
+    (weights / "reports" / "tiny-clean" / "test.json").write_text(json.dumps(small_report()))
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(weights))
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/teaching.py").run()
+    at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
+    at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Self-study").run()
+    at.button(key="teaching_reveal").click().run()
+    text = " ".join(str(m.value) for m in at.markdown)
+    assert "From the test report: 3% salt-and-pepper (3:1) flips 52% of the 200 test photos" in text
+
+
+@pytest.fixture
+def media_managers(monkeypatch) -> list:
+    """(manager, storage) of every AppTest run: downloads live there (as in test_privacy.py)."""
+    recorded = []
+    init = MediaFileManager.__init__
+
+    def recording_init(self, storage) -> None:
+        recorded.append((self, storage))
+        init(self, storage)
+
+    monkeypatch.setattr(MediaFileManager, "__init__", recording_init)
+    return recorded
+
+
+def served(at: AppTest, manager, storage) -> dict[str, bytes]:
+    """Each download button's bytes by file name, deferred ones generated as on a click."""
+    files = {}
+    for button in at.get("download_button"):
+        url = button.proto.url
+        if button.proto.deferred_file_id:
+            url = manager.execute_deferred(button.proto.deferred_file_id)
+        stored = storage.get_file(url.rsplit("/", 1)[-1])
+        files[stored.filename] = stored.content
+    return files
+
+
+def test_export_and_import_rebuild_the_deck(teaching, photo_png, media_managers):
+    at = teaching
+    build_three_case_deck(at, photo_png)
+    built = at.session_state["teaching_deck"]
+    files = served(at, *media_managers[-1])
+    assert sorted(files) == ["teaching-deck.json", "teaching-slides.pdf", "teaching-slides.zip"]
+    exported = files["teaching-deck.json"]
+    assert read_deck(exported) == built
+    assert b"patient" not in exported and photo_png[100:140] not in exported
+    with zipfile.ZipFile(io.BytesIO(files["teaching-slides.zip"])) as archive:
+        assert archive.namelist() == ["case-01.png", "case-02.png", "case-03.png"]
+        assert archive.read("case-03.png").startswith(b"\x89PNG")
+    assert files["teaching-slides.pdf"].startswith(b"%PDF")
+
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    fresh.switch_page("pages/teaching.py").run()
+    fresh.file_uploader(key="teaching_import").set_value(("deck.json", exported, "application/json"))  # fmt: skip
+    fresh.run()
+    assert fresh.session_state["teaching_deck"] == built
+    warnings = [str(w.value) for w in fresh.warning]
+    assert len(warnings) == 1 and warnings[0].startswith("Case 3: upload the photo")
+    assert built.cases[2].photo_sha256[:12] in warnings[0]
+    fresh.segmented_control(key="teaching_source").set_value("Upload").run()
+    fresh.file_uploader(key="teaching_upload").set_value(("again.png", photo_png, "image/png"))
+    fresh.run()
+    assert [str(w.value) for w in fresh.warning] == []
+    fresh.file_uploader(key="teaching_import").set_value(("bad.json", b"{nope", "application/json"))  # fmt: skip
+    fresh.run()
+    assert any("not valid JSON" in str(e.value) for e in fresh.error)
+    assert fresh.session_state["teaching_deck"] == built
