@@ -52,7 +52,13 @@ PRESENTER_STYLE = (
     ".st-key-teaching_stage p, .st-key-teaching_stage label p { font-size: 1.5rem; }"
     ".st-key-teaching_stage h2 { font-size: 2.4rem; }</style>"
 )
-STAGE_STYLE = "<style>.st-key-teaching_stage img { image-rendering: pixelated; }</style>"
+# The corrupted photo pixel by pixel (single noisy pixels stay sharp), as large as its column
+# allows but never taller than about half a 768-px screen.
+STAGE_STYLE = (
+    "<style>.st-key-teaching_stage img { image-rendering: pixelated; }"
+    ".st-key-teaching_photo img { max-height: 58vh; width: auto !important; max-width: 100%; }"
+    "</style>"
+)
 DEFAULTS = {
     "teaching_mode": BUILD,
     "teaching_source": "Samples",
@@ -230,7 +236,7 @@ def render_deck_list(samples: list[common.Sample]) -> None:
     by_file = view.samples_by_file()
     models = view.models_by_name()
     for index, case in enumerate(cases):
-        text_column, button_column = st.columns([8, 1], vertical_alignment="center")
+        text_column, button_column = st.columns([6, 1], vertical_alignment="center")
         model = models.get(case.model_name)
         text_column.markdown(
             f"{index + 1}. {view.photo_label(case, by_file)} · {case.spec.describe()} "
@@ -324,9 +330,10 @@ def guess_controls(mode: str, item: view.ReadyCase, revealed: bool) -> None:
     run = run_state(mode)
     key = f"teaching_{'room' if mode == PRESENT else 'own'}_{item.index}"
     kept = run["guesses"].get(item.index, Guess())
-    st.session_state.setdefault(f"{key}_class", kept.class_name or NO_GUESS)
-    survives = {True: "Yes", False: "No", None: None}[kept.survives]
-    st.session_state.setdefault(f"{key}_survives", survives)
+    if not revealed:
+        st.session_state.setdefault(f"{key}_class", kept.class_name or NO_GUESS)
+        survives = {True: "Yes", False: "No", None: None}[kept.survives]
+        st.session_state.setdefault(f"{key}_survives", survives)
 
     def keep() -> None:
         chosen = st.session_state[f"{key}_class"]
@@ -336,34 +343,27 @@ def guess_controls(mode: str, item: view.ReadyCase, revealed: bool) -> None:
         )
 
     who = "The room's" if mode == PRESENT else "Your"
-    st.selectbox(
-        f"{who} class", [NO_GUESS, *CLASSES], key=f"{key}_class", on_change=keep,
-        disabled=revealed,
-    )  # fmt: skip
+    if revealed:  # the guesses as one line, so the answers below them fit on the screen
+        st.markdown(
+            f"{who} guess: **{kept.class_name or NO_GUESS}** · survives: **{_yes_no(kept.survives)}**"
+        )
+        return
+    st.selectbox(f"{who} class", [NO_GUESS, *CLASSES], key=f"{key}_class", on_change=keep)
     st.segmented_control(
         "Will the model's answer survive the corruption?", ["Yes", "No"],
-        key=f"{key}_survives", on_change=keep, disabled=revealed,
+        key=f"{key}_survives", on_change=keep,
     )  # fmt: skip
 
 
-def render_reveal(mode: str, item: view.ReadyCase, comparison: Comparison) -> None:
+def render_answers(mode: str, item: view.ReadyCase, comparison: Comparison) -> None:
+    """Both answers, whether the first held, the truth, the familiarity; in self-study also
+    whether the learner was right and what the test report says."""
     classes = comparison.classes
     clean, corrupted = comparison.clean, comparison.corrupted
-    columns = st.columns(4, gap="small")
-    for column, (name, explanation) in zip(
-        columns[::2], (("Clean", clean), ("Corrupted", corrupted)), strict=True
-    ):
-        column.image(explanation.input_image, caption=f"{name}: what the model sees", width="stretch")  # fmt: skip
-    for column, explanation in zip(columns[1::2], (clean, corrupted), strict=True):
-        column.image(
-            overlay(explanation.input_image, explanation.cam, view.HEATMAP_ALPHA),
-            caption=f"{METHODS[explanation.method]}: evidence for {classes[explanation.target]}",
-            width="stretch",
-        )
     flipped = flip_callout(classes, clean.top_class, corrupted.top_class, comparison.spec)
     with st.container(key="teaching_answers"):
         st.markdown(
-            f"Clean: **{classes[clean.top_class]}** {clean.top_probability:.0%} · "
+            f"Clean: **{classes[clean.top_class]}** {clean.top_probability:.0%}  \n"
             f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
         )
         st.markdown(
@@ -375,6 +375,20 @@ def render_reveal(mode: str, item: view.ReadyCase, comparison: Comparison) -> No
             st.markdown(line)
         if mode == STUDY:
             render_study_feedback(item, comparison)
+
+
+def render_heatmaps(comparison: Comparison) -> None:
+    """Clean and corrupted model inputs, each beside its heatmap, in one row."""
+    classes = comparison.classes
+    views = (("Clean", comparison.clean), ("Corrupted", comparison.corrupted))
+    columns = iter(st.columns(4, gap="small"))
+    for name, explanation in views:
+        next(columns).image(explanation.input_image, caption=f"{name}: what the model sees", width="stretch")  # fmt: skip
+        next(columns).image(
+            overlay(explanation.input_image, explanation.cam, view.HEATMAP_ALPHA),
+            caption=f"{METHODS[explanation.method]}: evidence for {classes[explanation.target]}",
+            width="stretch",
+        )
 
 
 def familiarity_line(explanation) -> str | None:
@@ -468,17 +482,22 @@ def stage(mode: str) -> None:
         revealed = item.index in run["revealed"]
         comparison = view.case_comparison(item, current.cam_method)
         st.markdown(f"## Case {step + 1} of {len(ready)}")
-        image_column, question_column = st.columns([3, 2], gap="large")
-        with image_column:
+        image_column, question_column = st.container(key="wrap_teaching_case").columns(
+            [1, 1], gap="medium"
+        )
+        with image_column, st.container(key="teaching_photo"):
             st.image(
                 comparison.corrupted.input_image, width="stretch",
                 caption=f"{comparison.spec.describe()} · seed {comparison.spec.seed}",
             )  # fmt: skip
         with question_column:
             guess_controls(mode, item, revealed)
-            label = "Reveal" if mode == PRESENT else "Check my answers"
-            st.button(label, key="teaching_reveal", type="primary", disabled=revealed,
-                      icon=":material/visibility:", on_click=reveal, args=(mode, item.index))  # fmt: skip
+            if revealed:
+                render_answers(mode, item, comparison)
+            else:
+                label = "Reveal" if mode == PRESENT else "Check my answers"
+                st.button(label, key="teaching_reveal", type="primary", icon=":material/visibility:",
+                          on_click=reveal, args=(mode, item.index))  # fmt: skip
             back, forward = st.columns(2)
             back.button("Previous", key="teaching_previous", disabled=step == 0,
                         icon=":material/arrow_back:", on_click=go_to, args=(mode, step - 1))  # fmt: skip
@@ -486,7 +505,7 @@ def stage(mode: str) -> None:
             forward.button("Tally" if last else "Next", key="teaching_next",
                            icon=":material/arrow_forward:", on_click=go_to, args=(mode, step + 1))  # fmt: skip
         if revealed:
-            render_reveal(mode, item, comparison)
+            render_heatmaps(comparison)
     if problems:
         st.caption(" ".join(problems))
 
