@@ -4,6 +4,17 @@ guesses, the tally and the score, and one sentence per case from the model's tes
 No Streamlit here; pages/teaching.py draws what this module computes. A deck names each photo by
 the SHA-256 of its file bytes (and a shipped sample also by its file name), never by pixels, so
 an exported deck carries nothing of an uploaded photo but its hash.
+
+The exported record (deck_json; read_deck reads it back to an equal Deck):
+
+    {"format": "derm-lab-teaching-deck", "version": 1, "app", "dermcore_version", "created",
+     "cam_method": "gradcam",
+     "cases": [{"photo": {"source": "sample", "sha256", "sample_file", "true_label"}
+                         | {"source": "upload", "sha256"},
+                "model": {"name", "weights_sha256"},
+                "corruption": {every CorruptionSpec field, seed included, "where"},
+                "corruption_description": "3% salt-and-pepper (3:1)"}],
+     "notice"}
 """
 
 from __future__ import annotations
@@ -248,6 +259,22 @@ def tally(guesses: Sequence[Guess | None], outcomes: Sequence[Outcome]) -> Tally
         survived=counts["survived"],
         per_case=per_case,
     )
+
+
+def familiarity_sentence(explanation: object) -> str | None:
+    """ "Familiarity with this photo: 34% · the model would abstain." where the explanation
+    carries `familiarity` (a fraction in [0, 1]) or `abstain` (a bool); None for models
+    without them."""
+    familiarity = getattr(explanation, "familiarity", None)
+    abstain = getattr(explanation, "abstain", None)
+    if familiarity is None and abstain is None:
+        return None
+    parts = []
+    if familiarity is not None:
+        parts.append(f"Familiarity with this photo: {float(familiarity):.0%}")
+    if abstain is not None:
+        parts.append("the model would abstain" if abstain else "the model would answer")
+    return " · ".join(parts) + "."
 
 
 # ---- what the report says about a corruption ------------------------------------------------

@@ -30,6 +30,7 @@ from dermcore.teaching import (
     Outcome,
     Tally,
     deck_json,
+    familiarity_sentence,
     read_deck,
     report_sentences,
     slides_pdf,
@@ -256,10 +257,16 @@ def _import_changed() -> None:
     if upload is None:
         return
     try:
-        set_deck(read_deck(upload.getvalue()))
-        st.session_state["teaching_import_message"] = None
+        imported = read_deck(upload.getvalue())
     except DeckError as error:
-        st.session_state["teaching_import_message"] = str(error)
+        st.session_state["teaching_import_message"] = ("error", str(error))
+        return
+    set_deck(imported)
+    count = len(imported.cases)
+    st.session_state["teaching_import_message"] = (
+        "success",
+        f"Imported a deck of {count} case{'s' if count != 1 else ''}.",
+    )
 
 
 def render_import() -> None:
@@ -271,7 +278,8 @@ def render_import() -> None:
             "again above (Upload); they are matched by SHA-256.",
         )  # fmt: skip
         if message := st.session_state.get("teaching_import_message"):
-            st.error(message)
+            kind, text = message
+            (st.error if kind == "error" else st.success)(text)
 
 
 def render_exports() -> None:
@@ -371,7 +379,7 @@ def render_answers(mode: str, item: view.ReadyCase, comparison: Comparison) -> N
         )
         if item.case.true_label:
             st.markdown(f"True class: **{item.case.true_label}**")
-        if line := familiarity_line(corrupted):
+        if line := familiarity_sentence(corrupted):
             st.markdown(line)
         if mode == STUDY:
             render_study_feedback(item, comparison)
@@ -389,20 +397,6 @@ def render_heatmaps(comparison: Comparison) -> None:
             caption=f"{METHODS[explanation.method]}: evidence for {classes[explanation.target]}",
             width="stretch",
         )
-
-
-def familiarity_line(explanation) -> str | None:
-    """The model's familiarity with the corrupted photo, where the model reports one."""
-    familiarity = getattr(explanation, "familiarity", None)
-    abstain = getattr(explanation, "abstain", None)
-    if familiarity is None and abstain is None:
-        return None
-    parts = []
-    if familiarity is not None:
-        parts.append(f"Familiarity with this photo: {float(familiarity):.0%}")
-    if abstain:
-        parts.append("the model would abstain")
-    return " · ".join(parts) + "."
 
 
 def render_study_feedback(item: view.ReadyCase, comparison: Comparison) -> None:

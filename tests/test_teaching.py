@@ -8,6 +8,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from dermcore.teaching import (
     Guess,
     Outcome,
     deck_json,
+    familiarity_sentence,
     missing_photos,
     read_deck,
     report_sentences,
@@ -162,6 +164,22 @@ def test_report_sentences_per_stage_at_the_nearest_level():
     assert motion.startswith("15 px motion blur, angle U[0, 180) flips 34%")
     assert report_sentences(report, CorruptionSpec()) == []
     assert report_sentences(report, CorruptionSpec(jpeg_quality=30)) == []  # not measured
+
+
+@pytest.mark.parametrize(
+    "attributes, sentence",
+    [
+        ({}, None),
+        (
+            {"familiarity": 0.34, "abstain": True},
+            "Familiarity with this photo: 34% · the model would abstain.",
+        ),
+        ({"familiarity": 0.9}, "Familiarity with this photo: 90%."),
+        ({"abstain": False}, "the model would answer."),
+    ],
+)
+def test_familiarity_where_the_model_reports_it(attributes, sentence):
+    assert familiarity_sentence(SimpleNamespace(**attributes)) == sentence
 
 
 def png(colour: int) -> bytes:
@@ -343,6 +361,7 @@ def test_export_and_import_rebuild_the_deck(teaching, photo_png, media_managers)
     fresh.file_uploader(key="teaching_import").set_value(("deck.json", exported, "application/json"))  # fmt: skip
     fresh.run()
     assert fresh.session_state["teaching_deck"] == built
+    assert [str(s.value) for s in fresh.success] == ["Imported a deck of 3 cases."]
     warnings = [str(w.value) for w in fresh.warning]
     assert len(warnings) == 1 and warnings[0].startswith("Case 3: upload the photo")
     assert built.cases[2].photo_sha256[:12] in warnings[0]
