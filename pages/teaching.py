@@ -97,9 +97,16 @@ def deck() -> Deck:
 
 
 def set_deck(new: Deck) -> None:
-    """A changed deck starts both runs (presenter and self-study) afresh."""
+    """A changed deck starts both runs (presenter and self-study) afresh, and the session forgets
+    the uploaded photos that neither the deck nor the upload box still uses."""
     st.session_state[DECK_KEY] = new
     st.session_state[RUNS_KEY] = {}
+    used = {case.photo_sha256 for case in new.cases}
+    if st.session_state.get("teaching_upload") is not None:
+        used.add(st.session_state.get("teaching_upload_sha"))
+    uploads = st.session_state[UPLOADS_KEY]
+    for sha256 in set(uploads) - used:
+        del uploads[sha256]
 
 
 def run_state(mode: str) -> dict:
@@ -223,12 +230,14 @@ def builder(samples: list[common.Sample]) -> None:
             on_click=add_case, args=(photo, sample, spec, where, entry),
         )  # fmt: skip
     common.remember_widgets(PERSISTENT_KEYS)
-    render_deck_list(samples)
+    ready, problems = view.deck_status(deck(), st.session_state[UPLOADS_KEY])
+    render_deck_list(problems)
     render_import()
-    render_exports()
+    render_exports(ready)
 
 
-def render_deck_list(samples: list[common.Sample]) -> None:
+def render_deck_list(problems: list[str]) -> None:
+    """Each case on one line with its remove button; then what keeps a case from showing."""
     cases = deck().cases
     st.markdown(f"**The deck: {len(cases)} case{'s' if len(cases) != 1 else ''}**")
     if not cases:
@@ -247,7 +256,6 @@ def render_deck_list(samples: list[common.Sample]) -> None:
             "Remove", key=f"teaching_remove_{index}", icon=":material/delete:",
             on_click=lambda i=index: set_deck(deck().without(i)),
         )  # fmt: skip
-    _, problems = view.deck_status(deck(), st.session_state[UPLOADS_KEY])
     for problem in problems:
         st.warning(problem, icon=":material/photo_library:")
 
@@ -282,10 +290,10 @@ def render_import() -> None:
             (st.error if kind == "error" else st.success)(text)
 
 
-def render_exports() -> None:
+def render_exports(ready: list[view.ReadyCase]) -> None:
+    """The deck as JSON; its slides as a zip of PNGs or a PDF once every case can be shown."""
     if not deck().cases:
         return
-    ready, problems = view.deck_status(deck(), st.session_state[UPLOADS_KEY])
     json_column, zip_column, pdf_column = st.columns(3)
     json_column.download_button(
         "Deck (JSON)", data=deck_json(deck()), file_name="teaching-deck.json",
@@ -294,7 +302,7 @@ def render_exports() -> None:
         help="Settings, seeds, model names and weights hashes, photo hashes and sample file "
         "names: importing it rebuilds the deck exactly. Contains no image.",
     )  # fmt: skip
-    slides_ready = bool(ready) and not any("upload the photo" in p for p in problems)
+    slides_ready = len(ready) == len(deck().cases)
     # The comparisons now (cached, and needed to present anyway); the PNGs only on a click. A
     # deferred download runs outside this script run, so it gets plain values, not session_state.
     slides = slide_specs(deck(), ready) if slides_ready else []

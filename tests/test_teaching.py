@@ -273,7 +273,8 @@ def test_build_present_reveal_and_tally(teaching, photo_png):
     held = list(rows["Answer held"])
     calls_right = sum(h == c for h, c in zip(held, ["yes", "no", "yes"], strict=True))
     assert f"Survival calls right: {calls_right} of 3 (3 made)" in lines
-    # the notice stays on screen in presenter mode (the sidebar is hidden there)
+    # presenter mode hides the sidebar; the notice stays on screen, in the page header
+    assert any("[data-testid=stSidebar]" in h.proto.body for h in at.get("html"))
     assert any("not a diagnostic device" in str(m.value) for m in at.markdown)
 
 
