@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ PRESETS: dict[str, CorruptionSpec] = {
     "Motion blur 15 px": CorruptionSpec(motion_length_px=15, motion_angle_deg=30.0),
     "Noise 3% + 5×5 blur": CorruptionSpec(noise_density=0.03, blur_kernel=5),
 }
+
+
+RANDOM_ANGLE = re.compile(r", angle U\[[^\]]*\)( per image)?")
 
 
 class DeckError(ValueError):
@@ -326,7 +330,9 @@ def _nearest(report: SetReport, family: str, severity: float) -> ConditionResult
 def _sentence(
     condition: ConditionResult, clean: ConditionResult | None, severity: float, n: int | None
 ) -> str:
-    what = condition.description or condition.name
+    # evaluate.py draws each photo's motion angle at random: "15 px motion blur, angle U[0, 180)
+    # per image" reads "15 px motion blur at a random angle".
+    what = RANDOM_ANGLE.sub(" at a random angle", condition.description or condition.name)
     nearest = "" if abs(condition.severity - severity) < 1e-9 else " (the nearest level measured)"
     photos = f"of the {n} test photos" if n else "of test photos"
     text = f"{what}{nearest} flips {condition.flip_rate:.0%} {photos} for this model"

@@ -438,7 +438,11 @@ def report_lines(item: view.ReadyCase) -> list[str]:
         report = _report(str(path), (path.stat().st_size, path.stat().st_mtime_ns))
     except (OSError, ValueError):
         return ["This model's test report cannot be read."]
-    return [f"From the test report: {s}" for s in report_sentences(report, item.case.spec)]
+    sentences = report_sentences(report, item.case.spec)
+    lines = [f"From the test report: {s}" for s in sentences]
+    if len(sentences) > 1:
+        lines.append("(The report measures each corruption on its own, not combined.)")
+    return lines
 
 
 def outcome_of(item: view.ReadyCase, comparison: Comparison) -> Outcome:

@@ -141,7 +141,9 @@ def small_report() -> dict:
             "sp3": condition("noise", 0.03, "3% salt-and-pepper (3:1)", 0.4, 0.52),
             "sp_upto5": condition("noise", 0.05, "salt-and-pepper, density U[0, 0.05]", 0.5, 0.4),
             "blur5": condition("blur", 5, "5x5 Gaussian blur", 0.78, 0.09),
-            "motion15": condition("motion", 15, "15 px motion blur, angle U[0, 180)", 0.6, 0.34),
+            "motion15": condition(
+                "motion", 15, "15 px motion blur, angle U[0, 180) per image", 0.6, 0.34
+            ),
         },
     }
 
@@ -161,7 +163,7 @@ def test_report_sentences_per_stage_at_the_nearest_level():
     noise, blur, motion = report_sentences(report, spec)
     assert noise.startswith("3% salt-and-pepper (3:1) (the nearest level measured) flips 52%")
     assert blur.startswith("5x5 Gaussian blur (the nearest level measured) flips 9%")
-    assert motion.startswith("15 px motion blur, angle U[0, 180) flips 34%")
+    assert motion.startswith("15 px motion blur at a random angle flips 34%")
     assert report_sentences(report, CorruptionSpec()) == []
     assert report_sentences(report, CorruptionSpec(jpeg_quality=30)) == []  # not measured
 
