@@ -521,20 +521,21 @@ def render_tally(mode: str, ready: list[view.ReadyCase], cam_method: str) -> Non
     outcomes = [outcome_of(item, view.case_comparison(item, cam_method)) for item in ready]
     guesses = [run["guesses"].get(item.index) for item in ready]
     result = tally(guesses, outcomes)
-    who = "The room" if mode == PRESENT else "You"
+    who = "the room" if mode == PRESENT else "you"
     st.markdown("## " + ("Tally" if mode == PRESENT else "Your score"))
     with st.container(key="teaching_tally"):
         st.markdown("  \n".join(tally_lines(result, who)))
         if mode == STUDY:
             st.metric("Score", f"{result.score} of {result.max_score}")
+        guesses = [guess or Guess() for guess in guesses]
         rows = [
             {
                 "Case": number,
-                f"{who}: class": guess.class_name if guess and guess.class_name else NO_GUESS,
+                f"{who.capitalize()}: class": guess.class_name or NO_GUESS,
                 "True class": outcome.true_label or "unknown (uploaded)",
                 "Model, clean": outcome.clean_class,
                 "Model, corrupted": outcome.corrupted_class,
-                f"{who}: survives?": _yes_no(guess.survives if guess else None),
+                f"{who.capitalize()}: survives?": _yes_no(guess.survives),
                 "Answer held": _yes_no(outcome.survived),
             }
             for number, (guess, outcome) in enumerate(zip(guesses, outcomes, strict=True), 1)
@@ -544,17 +545,18 @@ def render_tally(mode: str, ready: list[view.ReadyCase], cam_method: str) -> Non
 
 
 def tally_lines(result: Tally, who: str) -> list[str]:
+    """The room (or you) against the model, in two lines."""
+    n, labelled = result.n_cases, result.n_labelled
     lines = []
-    if result.n_labelled:
+    if labelled:
         lines.append(
-            f"Class right: {who.lower() if who == 'You' else who} {result.guess_class_right} "
-            f"of {result.n_labelled} · the model {result.model_clean_right} on the clean photos, "
-            f"{result.model_corrupted_right} on the corrupted ones."
+            f"Right class: {who} {result.guess_class_right} of {labelled} · the model "
+            f"{result.model_clean_right} of {labelled} on the clean photos, "
+            f"{result.model_corrupted_right} of {labelled} on the corrupted ones."
         )
     lines.append(
-        f"Survival calls right: {result.survival_right} of {result.n_cases} "
-        f"({result.survival_called} made) · the model's answer held in {result.survived} of "
-        f"{result.n_cases}."
+        f"Right survival calls: {who} {result.survival_right} of {n} "
+        f"({result.survival_called} made) · the model's answer held in {result.survived} of {n}."
     )
     return lines
 

@@ -326,8 +326,8 @@ def test_a_three_case_deck_from_start_to_tally(tiny_weights_dir, tmp_path):
             page.locator(".st-key-teaching_next button").click()
             wait_idle(page)
         tally_panel = page.locator(".st-key-teaching_tally")
-        tally_panel.get_by_text("Survival calls right:").wait_for()
-        assert "Class right: The room" in tally_panel.inner_text()
+        tally_panel.get_by_text("Right survival calls: the room").wait_for()
+        assert "Right class: the room" in tally_panel.inner_text()
         assert page.locator(FAILURES).count() == 0
         if target := os.environ.get("DERM_SCREENSHOT_TEACHING"):
             wait_idle(page)

@@ -271,10 +271,12 @@ def test_build_present_reveal_and_tally(teaching, photo_png):
     lines = " ".join(str(m.value) for m in at.markdown)
     assert (first, second) == ("Acne", "Blister")  # the shipped samples' order
     clean_right = sum(a == b for a, b in zip(rows["Model, clean"], [first, second], strict=False))
-    assert f"Class right: The room 1 of 2 · the model {clean_right} on the clean photos" in lines
+    assert (
+        f"Right class: the room 1 of 2 · the model {clean_right} of 2 on the clean photos" in lines
+    )
     held = list(rows["Answer held"])
     calls_right = sum(h == c for h, c in zip(held, ["yes", "no", "yes"], strict=True))
-    assert f"Survival calls right: {calls_right} of 3 (3 made)" in lines
+    assert f"Right survival calls: the room {calls_right} of 3 (3 made)" in lines
     # presenter mode hides the sidebar; the notice stays on screen, in the page header
     assert any("[data-testid=stSidebar]" in h.proto.body for h in at.get("html"))
     assert any("not a diagnostic device" in str(m.value) for m in at.markdown)
