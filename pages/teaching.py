@@ -101,7 +101,12 @@ def set_deck(new: Deck) -> None:
     the uploaded photos that neither the deck nor the upload box still uses."""
     st.session_state[DECK_KEY] = new
     st.session_state[RUNS_KEY] = {}
-    used = {case.photo_sha256 for case in new.cases}
+    forget_unused_uploads()
+
+
+def forget_unused_uploads() -> None:
+    """Drop from this session the uploaded photos that no case and no upload box uses."""
+    used = {case.photo_sha256 for case in deck().cases}
     if st.session_state.get("teaching_upload") is not None:
         used.add(st.session_state.get("teaching_upload_sha"))
     uploads = st.session_state[UPLOADS_KEY]
@@ -121,6 +126,7 @@ def _upload_changed() -> None:
     upload = st.session_state.get("teaching_upload")
     st.session_state["teaching_upload_error"] = None
     if upload is None:
+        forget_unused_uploads()
         return
     try:
         photo = view.decode_photo(upload.getvalue(), upload.name)

@@ -378,3 +378,31 @@ def test_export_and_import_rebuild_the_deck(teaching, photo_png, media_managers)
     fresh.run()
     assert any("not valid JSON" in str(e.value) for e in fresh.error)
     assert fresh.session_state["teaching_deck"] == built
+
+
+def test_guesses_are_kept_when_going_back(teaching):
+    at = teaching
+    at.button(key="teaching_add").click().run()
+    at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    at.selectbox(key="teaching_room_0_class").set_value("Tumor").run()
+    at.segmented_control(key="teaching_room_0_survives").set_value("No").run()
+    at.button(key="teaching_next").click().run()
+    assert any("Case 2 of 2" in m.value for m in at.markdown)
+    at.button(key="teaching_previous").click().run()
+    assert at.selectbox(key="teaching_room_0_class").value == "Tumor"
+    assert at.segmented_control(key="teaching_room_0_survives").value == "No"
+    at.button(key="teaching_reveal").click().run()
+    assert any("guess: **Tumor** · survives: **no**" in m.value for m in at.markdown)
+
+
+def test_an_upload_no_case_uses_is_forgotten(teaching, photo_png):
+    at = teaching
+    at.segmented_control(key="teaching_source").set_value("Upload").run()
+    at.file_uploader(key="teaching_upload").set_value(("a.png", photo_png, "image/png")).run()
+    at.button(key="teaching_add").click().run()
+    at.file_uploader(key="teaching_upload").clear().run()
+    assert len(at.session_state["teaching_uploads"]) == 1  # the deck still uses it
+    at.button(key="teaching_remove_0").click().run()
+    assert at.session_state["teaching_uploads"] == {}
+    assert not at.exception
