@@ -45,6 +45,12 @@ PAGES = [
         url_path="evaluation-results",
     ),
     st.Page(
+        "pages/teaching.py",
+        title="Teaching",
+        icon=":material/co_present:",
+        url_path="teaching-mode",
+    ),
+    st.Page(
         "pages/model_data.py",
         title="Model & data",
         icon=":material/description:",

@@ -19,7 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_browser import chromium_page, save_screenshot, streamlit_server, wait_idle  # noqa: E402
+from test_browser import (  # noqa: E402
+    choose,
+    chromium_page,
+    save_screenshot,
+    streamlit_server,
+    wait_idle,
+)
 
 PAGES = {  # file stem -> (url path, text that shows the page has drawn)
     "explore": ("explore-photo", "evidence for"),
@@ -27,6 +33,7 @@ PAGES = {  # file stem -> (url path, text that shows the page has drawn)
     "robustness": ("robustness-curve", "Against Gaussian blur"),
     "results": ("evaluation-results", "What to take away"),
     "model": ("model-and-data", "What it is"),
+    "teaching": ("teaching-mode", "The deck:"),
 }
 # 1366x768 leaves about 680 px of page below a browser's bars; 800 px wide is a small window.
 SIZES = ((1366, 680), (800, 900))
@@ -61,7 +68,8 @@ def main(args: argparse.Namespace) -> None:
                     wait_idle(page)
                     page.wait_for_timeout(1500)
                     wait_idle(page)
-                for name in args.pages:
+                # Teaching last: its presenter mode hides the sidebar and its links.
+                for name in sorted(args.pages, key=lambda name: name == "teaching"):
                     path, ready = PAGES[name]
                     if name == "compare":
                         page.get_by_role("link", name="Explore").first.click()
@@ -70,6 +78,8 @@ def main(args: argparse.Namespace) -> None:
                     elif name != "explore":
                         page.get_by_role("link", name=_link_name(name)).first.click()
                         page.get_by_text(ready).first.wait_for()
+                    if name == "teaching":
+                        present_a_revealed_case(page)
                     wait_idle(page)
                     page.wait_for_timeout(800)
                     target = args.out / f"{name}-{width}.png"
@@ -84,8 +94,28 @@ def main(args: argparse.Namespace) -> None:
                         wait_idle(page)
 
 
+def present_a_revealed_case(page) -> None:
+    """Teaching in presenter mode: a two-case deck (the paper's 3% noise, its 5x5 blur) on the
+    sample in use, the first case revealed."""
+    wait_idle(page)
+    for preset in ("Paper noise 3%", "5×5 blur (paper)"):
+        choose(page, "teaching_preset", preset)
+        page.locator(".st-key-teaching_add button").click()
+        wait_idle(page)
+    page.locator(".st-key-teaching_mode button", has_text="Present").click()
+    page.get_by_text("Case 1 of 2").wait_for()
+    wait_idle(page)
+    page.locator(".st-key-teaching_reveal button").click()
+    page.locator(".st-key-teaching_answers", has_text="Corrupted:").wait_for()
+
+
 def _link_name(name: str) -> str:
-    return {"robustness": "Robustness curve", "results": "Results", "model": "Model & data"}[name]
+    return {
+        "robustness": "Robustness curve",
+        "results": "Results",
+        "model": "Model & data",
+        "teaching": "Teaching",
+    }[name]
 
 
 if __name__ == "__main__":

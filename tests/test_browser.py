@@ -274,3 +274,61 @@ def test_a_presenters_session(tiny_weights_dir, tmp_path):
 
     hosts = {urllib.parse.urlsplit(u).hostname for u in requests if u.startswith("http")}
     assert requests and hosts <= APP_HOSTS, hosts - APP_HOSTS
+
+
+# ---- a teaching session ---------------------------------------------------------------------
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick `option` in the selectbox keyed `key`."""
+    page.locator(f".st-key-{key} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def test_a_three_case_deck_from_start_to_tally(tiny_weights_dir, tmp_path):
+    """Build a deck of three shipped samples, present it with the sidebar hidden and the notice
+    in view, enter the room's guesses, reveal each case and end on the tally."""
+    with (
+        streamlit_server(tiny_weights_dir, tmp_path / "streamlit.log") as url,
+        chromium_page(width=1366, height=680) as page,
+    ):
+        page.goto(url)
+        page.locator(f"{PREDICTIONS} svg text").first.wait_for()
+        wait_idle(page)
+        page.get_by_role("link", name="Teaching").click()
+        page.locator(".st-key-teaching_add button").wait_for()
+        wait_idle(page)
+        for preset in ("Paper noise 3%", "5×5 blur (paper)", "Noise 3% + 5×5 blur"):
+            choose(page, "teaching_preset", preset)
+            page.locator(".st-key-teaching_add button").click()
+            wait_idle(page)
+        page.get_by_text("The deck: 3 cases").wait_for()
+
+        page.locator(".st-key-teaching_mode button", has_text="Present").click()
+        page.get_by_text("Case 1 of 3").wait_for()
+        wait_idle(page)
+        assert not page.locator("[data-testid=stSidebar]").is_visible()
+        assert (
+            page.locator("[data-testid=stMain]").get_by_text("not a diagnostic device").is_visible()
+        )
+        for index, (guess, survives) in enumerate(
+            (("Acne", "Yes"), ("Blister", "No"), ("Tumor", "Yes"))
+        ):
+            page.get_by_text(f"Case {index + 1} of 3").wait_for()
+            choose(page, f"teaching_room_{index}_class", guess)
+            page.locator(f".st-key-teaching_room_{index}_survives button", has_text=survives).click()  # fmt: skip
+            wait_idle(page)
+            page.locator(".st-key-teaching_reveal button").click()
+            page.locator(".st-key-teaching_answers", has_text="Corrupted:").wait_for()
+            wait_idle(page)
+            assert page.locator(FAILURES).count() == 0
+            page.locator(".st-key-teaching_next button").click()
+            wait_idle(page)
+        tally_panel = page.locator(".st-key-teaching_tally")
+        tally_panel.get_by_text("Right survival calls: the room").wait_for()
+        assert "Right class: the room" in tally_panel.inner_text()
+        assert page.locator(FAILURES).count() == 0
+        if target := os.environ.get("DERM_SCREENSHOT_TEACHING"):
+            wait_idle(page)
+            page.screenshot(path=target)

@@ -285,6 +285,53 @@ def test_the_whole_flow_leaves_no_trace_of_the_photo(
     assert leaked(needles, texts, out + err) == []
 
 
+def test_the_teaching_flow_leaves_no_trace_of_the_photo(
+    tiny_weights_dir,
+    photo_png,
+    tmp_path_factory,
+    app_temp,
+    media_managers,
+    capfdbinary,
+    recwarn,
+    monkeypatch,
+):
+    """Teaching: an uploaded photo in a deck, presented to the tally, and the deck exported as
+    JSON, PNG slides and PDF. The JSON names the photo by its hash only."""
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    import matplotlib.font_manager  # noqa: F401  (as above)
+
+    roots, skipped = watched_folders(tmp_path_factory.getbasetemp(), app_temp)
+    before = snapshot(roots, skipped)
+    with files_opened_for_writing() as written, every_log_record() as logs:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+        at.switch_page("pages/teaching.py").run()
+        at.segmented_control(key="teaching_source").set_value("Upload").run()
+        at.file_uploader(key="teaching_upload").set_value((PHOTO_NAME, photo_png, "image/png"))
+        at.run()
+        at.button(key="teaching_add").click().run()
+        files = downloads(at, *media_managers[-1])
+        at.segmented_control(key="teaching_mode").set_value("Present").run()
+        at.button(key="teaching_reveal").click().run()
+        at.button(key="teaching_next").click().run()
+        assert not at.exception and not at.error
+        assert any(m.value == "## Tally" for m in at.markdown)
+    after = snapshot(roots, skipped)
+    out, err = capfdbinary.readouterr()
+
+    assert sorted(files) == ["teaching-deck.json", "teaching-slides.pdf", "teaching-slides.zip"]
+    record = files["teaching-deck.json"]
+    photo = traces(photo_png) | {"file name": PHOTO_NAME.encode()}
+    assert leaked(photo | ANY_PNG, [record.decode()], b"") == []
+    assert not any(PHOTO_NAME in name for name in files)
+    assert files["teaching-slides.pdf"].startswith(b"%PDF")
+
+    assert new_or_changed(before, after) == []
+    assert written == []
+    assert logs, "no log record was seen: the log capture is broken"
+    texts = logs + [str(warning.message) for warning in recwarn]
+    assert leaked(photo | ANY_PNG, texts, out + err) == []
+
+
 def test_the_checks_see_a_leak(photo_png, tmp_path_factory, app_temp, capfdbinary):
     """The watchers above, shown a photo written to the app's temporary folder, logged as base64
     at DEBUG by a logger that does not propagate, and written raw to stderr."""
