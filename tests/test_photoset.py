@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import lesion_photo
 from photo_zips import encode, labelled_photos, lying_zip, zip_bytes
+from streamlit.testing.v1 import AppTest
 
 from dermcore import classmap, photoset
 from dermcore.explain import Predictor
@@ -234,3 +236,76 @@ def test_summaries_hold_no_photo_and_no_file_name(tiny_predictor):
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
     for data in files.values():
         assert data[100:140] not in png
+
+
+# ---- the page ------------------------------------------------------------------------------
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT_S = 90
+
+
+@pytest.fixture
+def photos_page(tiny_weights_dir, monkeypatch) -> AppTest:
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/your_photos.py").run()
+    assert not at.exception
+    return at
+
+
+def upload_zip(at: AppTest, data: bytes, name: str = "clinic.zip") -> AppTest:
+    at.file_uploader(key="photos_upload").set_value((name, data, "application/zip"))
+    return at.run()
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def test_the_page_states_the_limit_before_an_upload(photos_page):
+    assert any("at most 500 photos and 200 MB" in t for t in texts(photos_page.info))
+
+
+def test_the_page_scores_every_model_on_a_zip(photos_page, tiny_weights_dir):
+    files = labelled_photos({"Acne": 3, "Urticaria": 2, "Psoriasis": 2})
+    files["Acne/broken.jpg"] = b"\xff\xd8\xff\xe0 cut off"
+    at = upload_zip(photos_page, zip_bytes(files))
+    assert not at.exception and not at.error
+    warnings = texts(at.warning)
+    assert any("1 photos could not be read" in t for t in warnings)
+    assert any(
+        "Folder “Psoriasis” (2 photos) matches none of our ten classes" in t for t in warnings
+    )
+    at.button(key="photos_score").click().run()
+    assert not at.exception and not at.error
+    assert [t.label for t in at.tabs] == ["tiny-clean (test fixture)", "tiny-noise (test fixture)"]
+    labels = [m.label for m in at.metric]
+    assert labels[:3] == [f"Balanced accuracy · {n}" for n in ("clean", "sp_upto5", "blur5")]
+    # the page shows what dermcore computes for the five mapped photos
+    read = photoset.read_photoset(zip_bytes(files))
+    mapped = [p for p in read.photos if p.folder != "Psoriasis"]
+    labels = ["Acne" if p.folder == "Acne" else "Wheal" for p in mapped]
+    predictor = Predictor.from_checkpoint(sorted(tiny_weights_dir.glob("*.json"))[0])
+    expected = photoset.score(predictor, [p.image for p in mapped], labels, n_worst=0)
+    clean = expected.conditions["clean"].balanced_accuracy
+    assert at.metric[0].value == f"{clean:.1%}"
+    assert len(at.get("image")) == 2 * 5  # each model's worst photos (all five) with heatmaps
+    assert {b.proto.label for b in at.get("download_button")} == {
+        "Summary figure (PNG)",
+        "Summary (JSON)",
+    }
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"PK\x03\x04 not a zip", "not a zip archive"),
+        (zip_bytes({f"Acne/p{i}.png": b"x" for i in range(501)}), "501 photos; the limit is"),
+        (zip_bytes({"readme.txt": b"hello"}), "holds no photos in folders"),
+    ],
+)
+def test_a_refused_zip_is_one_sentence_not_a_traceback(photos_page, data, message):
+    at = upload_zip(photos_page, data)
+    assert not at.exception
+    (error,) = texts(at.error)
+    assert message in error and error.count(". ") <= 2
