@@ -36,6 +36,7 @@ from dermcore.comparison import NOTICE
 from dermcore.corruptions import CorruptionSpec, apply_corruption
 from dermcore.explain import Predictor
 from dermcore.imageio import SUPPORTED_EXTENSIONS, WORKING_SIDE_PX, ImageLoadError, load_image
+from dermcore.reports import row_normalised
 
 Progress = Callable[[int, int], None]  # (done, total), called after each step
 SET_NAME = "photos"  # seeds the per-photo draws, as evaluate.py's set names do
@@ -477,7 +478,7 @@ def summary_json(record: dict) -> str:
 
 def summary_png(scores: Sequence[ModelScore], title: str = "Your photos") -> bytes:
     """One row per model: balanced and top-1 accuracy per condition, and the clean confusion
-    matrix (row-normalised). PNG bytes drawn in memory (matplotlib's object API); no photos."""
+    matrix (rows: the classes uploaded, coloured by share of the row, with counts). PNG bytes drawn in memory (matplotlib's object API); no photos."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -497,16 +498,22 @@ def summary_png(scores: Sequence[ModelScore], title: str = "Your photos") -> byt
             ax.text(xi - 0.2, value + 0.01, f"{value:.0%}", ha="center", fontsize=8)
         ax.set_xticks(x, names)
         ax.set_ylim(0, 1.05)
+        ax.yaxis.set_major_formatter("{x:.0%}")
         ax.set_title(f"{result.title}: {len(result.labels)} photos", fontsize=10)
         ax.legend(loc="upper right", fontsize=8)
         ax = figure.add_subplot(grid[row, 1])
-        confusion = result.conditions[names[0]].confusion.astype(float)
-        totals = confusion.sum(axis=1, keepdims=True)
-        shares = np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
-        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        ticks = np.arange(len(result.classes))
-        ax.set_xticks(ticks, result.classes, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(ticks, result.classes, fontsize=8)
+        present = [i for i, name in enumerate(result.classes) if name in result.class_counts()]
+        confusion = result.conditions[names[0]].confusion[present]
+        shares = row_normalised(confusion)
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for (y, x), count in np.ndenumerate(confusion):
+            if count:
+                colour = "white" if shares[y, x] > 0.5 else "#333333"
+                ax.text(x, y, str(count), ha="center", va="center", fontsize=8, color=colour)
+        ax.set_xticks(
+            np.arange(len(result.classes)), result.classes, rotation=40, ha="right", fontsize=8
+        )
+        ax.set_yticks(np.arange(len(present)), [result.classes[i] for i in present], fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"Confusion, {names[0]} (share of each true class)", fontsize=10)

@@ -192,11 +192,11 @@ def render_overview(scored: Scored) -> None:
     for result in scored.scores:
         row = {"model": result.title}
         for name, condition in result.conditions.items():
-            row[f"balanced · {name}"] = condition.balanced_accuracy
-            row[f"top-1 · {name}"] = condition.accuracy
+            row[f"balanced · {name}"] = condition.balanced_accuracy * 100
+            row[f"top-1 · {name}"] = condition.accuracy * 100
         rows.append(row)
     table = pd.DataFrame(rows)
-    percent = {c: st.column_config.NumberColumn(format="percent") for c in table.columns[1:]}
+    percent = {c: st.column_config.NumberColumn(format="%.1f%%") for c in table.columns[1:]}
     st.dataframe(table, hide_index=True, width="stretch", column_config=percent)
     st.caption(
         "clean = as uploaded; sp_upto5 = salt and pepper on up to 5% of the pixels, 3:1, drawn "
@@ -228,7 +228,7 @@ def render_model(result: photoset.ModelScore, photos: list[photoset.Photo], key:
             required=True, key=f"photos_confusion_condition_{key}",
         )  # fmt: skip
         st.plotly_chart(
-            confusion_figure(result.conditions[chosen].confusion, result.classes),
+            confusion_figure(result.conditions[chosen].confusion, result),
             key=f"photos_confusion_{key}",
         )
     render_worst(result, photos)
@@ -248,18 +248,22 @@ def recall_figure(result: photoset.ModelScore) -> go.Figure:
     return figure
 
 
-def confusion_figure(matrix: np.ndarray, classes: tuple[str, ...]) -> go.Figure:
+def confusion_figure(matrix: np.ndarray, result: photoset.ModelScore) -> go.Figure:
+    """Rows: the classes you uploaded; columns: all ten. Colour = share of the row."""
+    rows = [i for i, name in enumerate(result.classes) if name in result.class_counts()]
+    matrix = matrix[rows]
     shares = row_normalised(matrix)
     text = [[f"{int(n)}" if n else "" for n in row] for row in matrix]
     figure = go.Figure(
         go.Heatmap(
-            z=shares, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
+            z=shares, x=list(result.classes), y=[result.classes[i] for i in rows],
+            text=text, texttemplate="%{text}",
             colorscale="Blues", showscale=False, zmin=0, zmax=1,
             hovertemplate="true %{y}, predicted %{x}: %{text} photos<extra></extra>",
         )
     )  # fmt: skip
     figure.update_layout(
-        height=430, margin={"l": 0, "r": 0, "t": 10, "b": 0},
+        height=180 + 36 * len(rows), margin={"l": 0, "r": 0, "t": 10, "b": 0},
         xaxis={"title": "predicted", "tickangle": -40},
         yaxis={"title": "true", "autorange": "reversed"},
     )  # fmt: skip

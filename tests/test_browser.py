@@ -188,3 +188,31 @@ def test_upload_move_noise_slider_and_see_predictions_update(tiny_weights_dir, p
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             save_screenshot(page, Path(target))
     assert (tmp_path / "explore.png").stat().st_size > 10_000
+
+
+def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
+    """Your photos: open the page from the sidebar, drop a small zip, score, see every model."""
+    from photo_zips import labelled_photos, zip_bytes
+
+    archive = tmp_path / "clinic.zip"
+    archive.write_bytes(zip_bytes(labelled_photos({"Acne": 3, "Urticaria": 2, "Psoriasis": 1})))
+    with (
+        streamlit_server(tiny_weights_dir, tmp_path / "streamlit.log") as url,
+        chromium_page() as page,
+    ):
+        page.goto(url)
+        page.get_by_text("Upload a photo (or take one) to begin.").wait_for()
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Your photos").click()
+        page.get_by_text("Drop a zip with a folder of photos per class").wait_for()
+        page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(archive)
+        page.get_by_text("Folder “Psoriasis” (1 photos) matches none of our ten classes").wait_for()
+        page.locator(".st-key-photos_score button").click()
+        page.get_by_role("tab", name="tiny-noise (test fixture)").wait_for()
+        wait_idle(page)
+        assert page.get_by_text("Balanced accuracy · sp_upto5").count() >= 1
+        assert page.locator(FAILURES).count() == 0
+        save_screenshot(page, tmp_path / "your-photos.png")
+        if target := os.environ.get("DERM_SCREENSHOT_PHOTOS"):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            save_screenshot(page, Path(target))
+    assert (tmp_path / "your-photos.png").stat().st_size > 10_000

@@ -1,0 +1,109 @@
+"""Throughput of scoring a user's photo zip (dermcore.photoset, what the Your photos page runs)
+against plain batched prediction of the same photos, measured in the same run.
+
+    python -m benchmarks.bench_photoset                   # 300 photos, EfficientNet-Lite0, 1 thread
+    python -m benchmarks.bench_photoset --photos 100 --threads 2
+
+The zip holds seeded synthetic lesion photos (640x480 JPEG), built in memory. "Score" is
+photoset.score for one model: resize every photo to the model input, predict it clean, under the
+paper's noise (sp_upto5) and under its blur (blur5), compute the metrics and explain the six worst
+photos with Grad-CAM. "Plain" is Predictor.predict on the same clean inputs, three passes (one per
+condition), timed before and after the scoring (mean kept). Both are photos per second, a photo
+counting once for its three views. Target: score >= 0.8 of plain. Reading the zip (decoding) is
+timed and shown apart: the report pipeline decodes its photos too, outside its measured loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dermcore import photoset
+from dermcore.explain import Predictor
+from dermcore.labels import CLASSES
+from dermcore.models import DEFAULT_ARCH, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from conftest import lesion_photo  # noqa: E402
+
+TARGET_RATIO = 0.8
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--photos", type=int, default=300, help="photos in the zip")
+    parser.add_argument("--arch", default=DEFAULT_ARCH, help="architecture (random weights)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the app uses 1)")
+    return parser
+
+
+def synthetic_zip(n_photos: int) -> tuple[bytes, list[str]]:
+    """A zip of n seeded 640x480 JPEG lesions, spread over the ten class folders."""
+    buffer, labels = io.BytesIO(), []
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for k in range(n_photos):
+            label = CLASSES[k % len(CLASSES)]
+            photo = io.BytesIO()
+            Image.fromarray(lesion_photo(k, 480, 640)).save(photo, format="JPEG", quality=90)
+            archive.writestr(f"{label}/photo-{k:04d}.jpg", photo.getvalue())
+            labels.append(label)
+    return buffer.getvalue(), labels
+
+
+def plain_seconds(predictor: Predictor, inputs: np.ndarray, passes: int) -> float:
+    start = time.perf_counter()
+    for _ in range(passes):
+        predictor.predict(inputs, 32)
+    return time.perf_counter() - start
+
+
+def main(args: argparse.Namespace) -> float:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    predictor = Predictor(build_model(args.arch, pretrained=False), args.arch)
+    data, _ = synthetic_zip(args.photos)
+    print(f"{args.arch} (random weights), {args.photos} photos, zip {len(data) / 1e6:.1f} MB, "
+          f"{torch.get_num_threads()} thread(s)")  # fmt: skip
+
+    start = time.perf_counter()
+    photo_set = photoset.read_photoset(data)
+    read_s = time.perf_counter() - start
+    images = [photo.image for photo in photo_set.photos]
+    labels = [photo.folder for photo in photo_set.photos]
+    inputs = np.stack([predictor.prepare(image) for image in images])
+    passes = len(photoset.PAPER_CONDITIONS)
+
+    predictor.predict(inputs[:32], 32)  # warm-up
+    before = plain_seconds(predictor, inputs, passes)
+    result = photoset.score(predictor, images, labels)
+    after = plain_seconds(predictor, inputs, passes)
+
+    n = len(images)
+    plain = n / ((before + after) / 2)
+    scored = n / result.seconds
+    ratio = scored / plain
+    print(f"read zip : {n / read_s:6.1f} photos/s  ({n} photos decoded in {read_s:.1f} s)")
+    print(f"score    : {scored:6.1f} photos/s  ({result.seconds:.1f} s: {passes} conditions, "
+          f"{len(result.worst)} Grad-CAMs, metrics)")  # fmt: skip
+    print(f"plain    : {plain:6.1f} photos/s  ({passes} predict passes; before {before:.1f} s, "
+          f"after {after:.1f} s)")  # fmt: skip
+    print(f"end to end (read + score): {n / (read_s + result.seconds):.1f} photos/s")
+    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    print(f"ratio score / plain = {ratio:.2f} ({verdict} the target >= {TARGET_RATIO})")
+    return ratio
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main(get_args_parser().parse_args())
