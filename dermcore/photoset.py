@@ -32,6 +32,7 @@ from pathlib import PurePosixPath
 import cv2
 import numpy as np
 
+from dermcore import classmap
 from dermcore.comparison import NOTICE
 from dermcore.corruptions import CorruptionSpec, apply_corruption
 from dermcore.explain import Predictor
@@ -73,7 +74,7 @@ class PhotoSetError(ValueError):
 @dataclass(frozen=True)
 class Photo:
     name: str  # path inside the zip; shown on the page only, never logged or downloaded
-    folder: str  # the folder directly holding it: the user's label
+    folder: str  # the user's label: the folder named by label_folder
     sha256: str  # of the file's bytes; names the photo in downloads
     image: np.ndarray  # uint8 HxWx3, the shorter side at most PhotoSet.short_side_px
 
@@ -102,7 +103,8 @@ def read_photoset(
     short_side_px: int = 224,
     progress: Progress | None = None,
 ) -> PhotoSet:
-    """Decode every photo of a zip laid out as a folder per class (at any depth).
+    """Decode every photo of a zip laid out as a folder per class (at any depth; see
+    label_folder for which folder labels a photo).
 
     Each photo is decoded as the app decodes an upload (load_image, longer side at most
     WORKING_SIDE_PX) and shrunk so that its shorter side is at most `short_side_px`: with
@@ -205,9 +207,17 @@ def _read_photo(
     if len(data) > info.file_size:
         raise ImageLoadError("This photo unpacks to more than the zip says; it was not read.")
     image = load_image(data, max_bytes=limits.max_photo_bytes, max_side=WORKING_SIDE_PX)
-    folder = PurePosixPath(info.filename.replace("\\", "/")).parent.name
+    folder = label_folder(PurePosixPath(info.filename.replace("\\", "/")))
     sha256 = hashlib.sha256(data).hexdigest()
     return Photo(info.filename, folder, sha256, shrink_to_short_side(image, short_side_px))
+
+
+def label_folder(path: PurePosixPath) -> str:
+    """The folder that labels a photo: the nearest enclosing folder whose name the default
+    mapping knows (so 'clinic/Acne/visit 2/x.jpg' is Acne), else the one directly holding it."""
+    folders = path.parts[:-1]
+    known = [name for name in folders if classmap.default_label(name) != classmap.LEAVE_OUT]
+    return known[-1] if known else folders[-1]
 
 
 def shrink_to_short_side(image: np.ndarray, side_px: int) -> np.ndarray:

@@ -50,8 +50,9 @@ def upload_controls() -> tuple[str, photoset.PhotoSet] | None:
         help=f"For example Acne/…, Urticaria/…, Vitiligo/…. The limit is {LIMITS.describe()}. "
         "The photos stay in this browser session's memory; they are never stored.",
     )
-    if upload is None:
+    if upload is None:  # removed: its photos and results leave this session's memory too
         st.session_state.pop("photos_set", None)
+        st.session_state.pop("photos_scored", None)
         st.info(
             f"Drop a zip with a folder of photos per class to score every model on them "
             f"({LIMITS.describe()}).",
@@ -116,8 +117,9 @@ def _problem_table(problems: list[photoset.Problem]) -> pd.DataFrame:
 # ---- the mapping ---------------------------------------------------------------------------
 
 
-def mapping_controls(photo_set: photoset.PhotoSet) -> dict[str, str]:
-    """The editable folder -> class table, defaulting to dermcore.classmap's mapping."""
+def mapping_controls(upload_id: str, photo_set: photoset.PhotoSet) -> dict[str, str]:
+    """The editable folder -> class table, defaulting to dermcore.classmap's mapping. Keyed per
+    upload: the table's edits are stored by row number, which another zip would reuse."""
     counts = photo_set.folder_counts()
     defaults = classmap.default_mapping(counts)
     table = pd.DataFrame(
@@ -125,7 +127,7 @@ def mapping_controls(photo_set: photoset.PhotoSet) -> dict[str, str]:
     )
     edited = st.data_editor(
         table,
-        key="photos_mapping",
+        key=f"photos_mapping_{hashlib.sha256(upload_id.encode()).hexdigest()[:12]}",
         hide_index=True,
         width="stretch",
         disabled=["folder", "photos"],
@@ -334,7 +336,7 @@ def main() -> None:
         return
     upload_id, photo_set = uploaded
     render_problems(photo_set)
-    mapping = mapping_controls(photo_set)
+    mapping = mapping_controls(upload_id, photo_set)
     chosen = [p for p in photo_set.photos if mapping[p.folder] != classmap.LEAVE_OUT]
     if not chosen:
         st.warning("No folder is mapped to a class yet; choose classes in the table above.")

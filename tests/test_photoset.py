@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -89,6 +89,20 @@ def test_read_photoset_decodes_every_photo_and_lists_the_rest():
     assert seen[-1] == (5, 5)
     for photo in result.photos:
         assert photo.image.dtype == np.uint8 and min(photo.image.shape[:2]) == 64
+
+
+@pytest.mark.parametrize(
+    "path, folder",
+    [
+        ("Acne/x.jpg", "Acne"),
+        ("clinic 2024/Urticaria/x.jpg", "Urticaria"),
+        ("Acne/visit 2/x.jpg", "Acne"),  # a patient or visit folder below the class
+        ("Tumor/Keloid/x.jpg", "Keloid"),  # the nearest known name
+        ("export/Psoriasis/x.jpg", "Psoriasis"),  # none known: the folder holding it
+    ],
+)
+def test_the_folder_that_labels_a_photo(path, folder):
+    assert photoset.label_folder(PurePosixPath(path)) == folder
 
 
 def test_shrinking_keeps_the_model_input_exact():
