@@ -127,7 +127,7 @@ def clinic(tmp_path, eval_sets) -> Path:
     return root
 
 
-def test_folder_import_maps_screens_and_groups(clinic, eval_sets):
+def test_folder_import_maps_screens_and_groups(clinic, eval_sets, capsys):
     before = sorted(p for p in clinic.rglob("*"))
     result = run(["folders", str(clinic), "--source", "clinic", "--licence", "own", "--tier", "A"], eval_sets)  # fmt: skip
     manifest = clinic / "manifest.csv"
@@ -150,6 +150,7 @@ def test_folder_import_maps_screens_and_groups(clinic, eval_sets):
     assert excluded["Hives/z-copy.png"]["reason"] == "byte-identical copy"
     assert excluded["Acne/broken.jpg"]["reason"].startswith("unreadable: ")
     assert len(result.rows) == 4 and len(result.excluded) == 5
+    assert "'Psoriasis' (1 photos) maps to none of our classes" in capsys.readouterr().out
     # nothing copied: the folder holds what it held, plus the two tables
     after = sorted(p for p in clinic.rglob("*"))
     assert sorted(set(after) - set(before)) == [clinic / "excluded.csv", manifest]

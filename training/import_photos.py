@@ -54,6 +54,7 @@ FITZPATRICK_LICENCE = (
     "CC BY-NC-SA 3.0 (Fitzpatrick17k; images collected from Atlas Dermatologico and DermaAmin)"
 )
 HASH_SIDE_PX = 512  # photos are decoded at most this large to hash them (JPEG draft decoding)
+UNMAPPED = "maps to none of our classes"
 _SLUG = re.compile(r"clinical-pic/[^/]+/([^/]+)/")
 
 
@@ -218,7 +219,7 @@ def import_candidates(
     for candidate in candidates:
         shown = _relative(candidate.path, out_dir)
         if candidate.label == classmap.LEAVE_OUT:
-            excluded.append(Excluded(shown, "", candidate.condition, "maps to none of our classes"))
+            excluded.append(Excluded(shown, "", candidate.condition, UNMAPPED))
             continue
         try:
             data, photo_hashes = hash_file(candidate.path)
@@ -337,7 +338,7 @@ def main(args: argparse.Namespace) -> ImportResult:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out, MANIFEST_COLUMNS, result.rows)
     write_csv(out.parent / "excluded.csv", EXCLUDED_COLUMNS, (vars(e) for e in result.excluded))
-    _report(result, out)
+    _report(result, out, list_unmapped=args.kind != "fitzpatrick17k")  # that table is reviewed
     return result
 
 
@@ -359,7 +360,7 @@ def _refuse_inside_repository(out: Path) -> None:
         raise SystemExit(f"Write the manifest outside the repository (got {out}).")
 
 
-def _report(result: ImportResult, out: Path) -> None:
+def _report(result: ImportResult, out: Path, list_unmapped: bool) -> None:
     counts = Counter(row["label"] for row in result.rows)
     print(f"wrote {out} ({len(result.rows)} photos) and {out.parent / 'excluded.csv'}")
     for label in classmap.CLASSES:
@@ -367,6 +368,9 @@ def _report(result: ImportResult, out: Path) -> None:
             print(f"  {label:<17} {counts[label]}")
     for reason, n in sorted(Counter(e.reason.split(":")[0] for e in result.excluded).items()):
         print(f"  left out, {reason}: {n}")
+    unmapped = Counter(e.condition for e in result.excluded if e.reason == UNMAPPED)
+    for name, n in sorted(unmapped.items()) if list_unmapped else ():
+        print(f"  '{name}' ({n} photos) maps to none of our classes; name it in --mapping to import it")  # fmt: skip
 
 
 if __name__ == "__main__":
