@@ -59,8 +59,8 @@ class PhotoSetLimits:
 
     def describe(self) -> str:
         return (
-            f"at most {self.max_photos} photos and {self.max_zip_bytes / 1e6:g} MB "
-            f"({self.max_unpacked_bytes / 1e6:g} MB unpacked)"
+            f"{self.max_photos} photos, {self.max_zip_bytes / 1e6:g} MB zipped and "
+            f"{self.max_unpacked_bytes / 1e6:g} MB unpacked"
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -23,9 +23,17 @@ from dermcore.explain import overlay
 from dermcore.reports import row_normalised
 from ui import common
 
-LIMITS = photoset.DEFAULT_LIMITS
 N_WORST = 6
 SHORT_SIDE_PX = 224  # >= every shipped model's resize_size (dermcore.photoset.read_photoset)
+
+
+def upload_limits() -> photoset.PhotoSetLimits:
+    """dermcore's limits, the zip's size capped by the server's upload limit
+    (server.maxUploadSize, .streamlit/config.toml), so that the limit the page states is the
+    one that holds."""
+    server_mb = int(st.get_option("server.maxUploadSize"))
+    zip_mb = min(photoset.DEFAULT_LIMITS.max_zip_bytes // 1_000_000, server_mb)
+    return replace(photoset.DEFAULT_LIMITS, max_zip_bytes=zip_mb * 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -43,25 +51,27 @@ class Scored:
 
 def upload_controls() -> tuple[str, photoset.PhotoSet] | None:
     """The zip uploader; the decoded set is kept in session_state per upload."""
+    limits = upload_limits()
     upload = st.file_uploader(
         "A zip of your photos, a folder per class",
         type=["zip"],
         key="photos_upload",
-        help=f"For example Acne/…, Urticaria/…, Vitiligo/…. The limit is {LIMITS.describe()}. "
+        help=f"For example Acne/…, Urticaria/…, Vitiligo/…. The limit is {limits.describe()}. "
         "The photos stay in this browser session's memory; they are never stored.",
+        max_upload_size=limits.max_zip_bytes // 1_000_000,
     )
     if upload is None:  # removed: its photos and results leave this session's memory too
         st.session_state.pop("photos_set", None)
         st.session_state.pop("photos_scored", None)
         st.info(
-            f"Drop a zip with a folder of photos per class to score every model on them "
-            f"({LIMITS.describe()}).",
+            "Drop a zip with a folder of photos per class to score every model on them. "
+            f"The limit is {limits.describe()}.",
             icon=":material/folder_zip:",
         )
         return None
     kept = st.session_state.get("photos_set")
     if kept is None or kept[0] != upload.file_id:
-        kept = (upload.file_id, _read(upload.getvalue()))
+        kept = (upload.file_id, _read(upload.getvalue(), limits))
         st.session_state["photos_set"] = kept
     upload_id, result = kept
     if isinstance(result, str):
@@ -70,7 +80,7 @@ def upload_controls() -> tuple[str, photoset.PhotoSet] | None:
     return upload_id, result
 
 
-def _read(data: bytes) -> photoset.PhotoSet | str:
+def _read(data: bytes, limits: photoset.PhotoSetLimits) -> photoset.PhotoSet | str:
     """The decoded set, or the one sentence why the zip was refused."""
     bar = st.progress(0.0, text="Opening the zip…")
     start = time.perf_counter()
@@ -81,7 +91,7 @@ def _read(data: bytes) -> photoset.PhotoSet | str:
         )
 
     try:
-        return photoset.read_photoset(data, LIMITS, SHORT_SIDE_PX, progress)
+        return photoset.read_photoset(data, limits, SHORT_SIDE_PX, progress)
     except photoset.PhotoSetError as error:
         return str(error)
     finally:
