@@ -98,6 +98,10 @@ def _read(data: bytes, limits: photoset.PhotoSetLimits) -> photoset.PhotoSet | s
         bar.empty()
 
 
+def _photos(n: int) -> str:
+    return "1 photo" if n == 1 else f"{n} photos"
+
+
 def _eta(start: float, done: int, total: int) -> str:
     if done == 0 or done >= total:
         return ""
@@ -106,10 +110,13 @@ def _eta(start: float, done: int, total: int) -> str:
 
 
 def render_problems(photo_set: photoset.PhotoSet) -> None:
-    st.caption(f"{len(photo_set.photos)} photos in {len(photo_set.folder_counts())} folders read.")
+    st.caption(
+        f"{_photos(len(photo_set.photos))} read, in {len(photo_set.folder_counts())} folders."
+    )
     if photo_set.failed:
         st.warning(
-            f"{len(photo_set.failed)} photos could not be read and are left out; the others "
+            f"{_photos(len(photo_set.failed))} could not be read and "
+            f"{'is' if len(photo_set.failed) == 1 else 'are'} left out (listed below); the others "
             "are scored.",
             icon=":material/broken_image:",
         )
@@ -155,7 +162,7 @@ def mapping_controls(upload_id: str, photo_set: photoset.PhotoSet) -> dict[str, 
     unmapped = [folder for folder, label in mapping.items() if label == classmap.LEAVE_OUT]
     for folder in unmapped:
         st.warning(
-            f"Folder “{folder}” ({counts[folder]} photos) matches none of our ten classes, so it "
+            f"Folder “{folder}” ({_photos(counts[folder])}) matches none of our ten classes, so it "
             "is left out; choose a class for it in the table to score it.",
             icon=":material/help:",
         )
@@ -346,6 +353,9 @@ def main() -> None:
         return
     upload_id, photo_set = uploaded
     render_problems(photo_set)
+    if not photo_set.photos:
+        st.error("None of the photos in this zip could be read; the list above says why.")
+        return
     mapping = mapping_controls(upload_id, photo_set)
     chosen = [p for p in photo_set.photos if mapping[p.folder] != classmap.LEAVE_OUT]
     if not chosen:

@@ -205,7 +205,7 @@ def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
         page.locator("[data-testid=stSidebarNav]").get_by_text("Your photos").click()
         page.get_by_text("Drop a zip with a folder of photos per class").wait_for()
         page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(archive)
-        page.get_by_text("Folder “Psoriasis” (1 photos) matches none of our ten classes").wait_for()
+        page.get_by_text("Folder “Psoriasis” (1 photo) matches none of our ten classes").wait_for()
         page.locator(".st-key-photos_score button").click()
         page.get_by_role("tab", name="tiny-noise (test fixture)").wait_for()
         wait_idle(page)

@@ -150,7 +150,7 @@ def test_folder_import_maps_screens_and_groups(clinic, eval_sets, capsys):
     assert excluded["Hives/z-copy.png"]["reason"] == "byte-identical copy"
     assert excluded["Acne/broken.jpg"]["reason"].startswith("unreadable: ")
     assert len(result.rows) == 4 and len(result.excluded) == 5
-    assert "'Psoriasis' (1 photos) maps to none of our classes" in capsys.readouterr().out
+    assert "'Psoriasis' (1 photo) maps to none of our classes" in capsys.readouterr().out
     # nothing copied: the folder holds what it held, plus the two tables
     after = sorted(p for p in clinic.rglob("*"))
     assert sorted(set(after) - set(before)) == [clinic / "excluded.csv", manifest]

@@ -291,7 +291,7 @@ def test_the_page_scores_every_model_on_a_zip(photos_page, tiny_weights_dir):
     at = upload_zip(photos_page, zip_bytes(files))
     assert not at.exception and not at.error
     warnings = texts(at.warning)
-    assert any("1 photos could not be read" in t for t in warnings)
+    assert any("1 photo could not be read and is left out" in t for t in warnings)
     assert any(
         "Folder “Psoriasis” (2 photos) matches none of our ten classes" in t for t in warnings
     )
@@ -321,6 +321,7 @@ def test_the_page_scores_every_model_on_a_zip(photos_page, tiny_weights_dir):
         (b"PK\x03\x04 not a zip", "not a zip archive"),
         (zip_bytes({f"Acne/p{i}.png": b"x" for i in range(501)}), "501 photos; the limit is"),
         (zip_bytes({"readme.txt": b"hello"}), "holds no photos in folders"),
+        (zip_bytes({"Acne/a.png": b"broken"}), "None of the photos in this zip could be read"),
     ],
 )
 def test_a_refused_zip_is_one_sentence_not_a_traceback(photos_page, data, message):

@@ -370,7 +370,8 @@ def _report(result: ImportResult, out: Path, list_unmapped: bool) -> None:
         print(f"  left out, {reason}: {n}")
     unmapped = Counter(e.condition for e in result.excluded if e.reason == UNMAPPED)
     for name, n in sorted(unmapped.items()) if list_unmapped else ():
-        print(f"  '{name}' ({n} photos) maps to none of our classes; name it in --mapping to import it")  # fmt: skip
+        photos = "1 photo" if n == 1 else f"{n} photos"
+        print(f"  '{name}' ({photos}) maps to none of our classes; name it in --mapping to import it")  # fmt: skip
 
 
 if __name__ == "__main__":
