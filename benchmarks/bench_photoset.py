@@ -3,6 +3,7 @@ against plain batched prediction of the same photos, measured in the same run.
 
     python -m benchmarks.bench_photoset                   # 300 photos, EfficientNet-Lite0, 1 thread
     python -m benchmarks.bench_photoset --photos 100 --threads 2
+    python -m benchmarks.bench_photoset --through-page        # the Your photos page, under AppTest
 
 The zip holds seeded synthetic lesion photos (640x480 JPEG), built in memory. "Score" is
 photoset.score for one model: resize every photo to the model input, predict it clean, under the
@@ -12,7 +13,10 @@ benchmarks/bench_report.py does: in-run, the scoring's own predict calls (so the
 of scoring time spent in the model, immune to other work on the machine; the verdict uses it), and
 three separate passes over the clean inputs before and after the scoring (mean kept;
 load-sensitive). All are photos per second, a photo counting once for its three views.
-Target: score >= 0.8 of plain. Reading the zip (decoding) is
+Target: score >= 0.8 of plain. With --through-page the whole page runs under Streamlit's
+AppTest (upload the zip, press Score) for the two fixture checkpoints of tests/conftest.py at
+224 px, written to a temporary folder that is deleted afterwards; its rate is set against three
+plain predict passes per model. Reading the zip (decoding) is
 timed and shown apart: the report pipeline decodes its photos too, outside its measured loop.
 """
 
@@ -50,6 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos", type=int, default=300, help="photos in the zip")
     parser.add_argument("--arch", default=DEFAULT_ARCH, help="architecture (random weights)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the app uses 1)")
+    parser.add_argument("--through-page", action="store_true", help="run the page under AppTest")
     return parser
 
 
@@ -73,7 +78,57 @@ def plain_seconds(predictor: Predictor, inputs: np.ndarray, passes: int) -> floa
     return time.perf_counter() - start
 
 
+def through_page(args: argparse.Namespace) -> float:
+    """Upload the zip to the Your photos page and press Score; photos per second per model
+    against plain predict passes of the same checkpoints."""
+    import os
+    import tempfile
+
+    from conftest import write_tiny_checkpoints
+    from streamlit.testing.v1 import AppTest
+
+    data, _ = synthetic_zip(args.photos)
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    with tempfile.TemporaryDirectory() as folder:
+        cards = write_tiny_checkpoints(Path(folder), input_size=224)
+        os.environ["DERM_WEIGHTS_DIR"] = folder
+        os.environ["DERM_TORCH_THREADS"] = str(args.threads)
+        at = AppTest.from_file(app, default_timeout=3600).run()
+        at.switch_page("pages/your_photos.py").run()
+        start = time.perf_counter()
+        at.file_uploader(key="photos_upload").set_value(("bench.zip", data, "application/zip"))
+        at.run()
+        read_s = time.perf_counter() - start
+        start = time.perf_counter()
+        with timed_predict(Predictor) as forward:  # every model's predict calls in the page
+            at.button(key="photos_score").click().run()
+        page_s = time.perf_counter() - start
+        assert not at.exception and not at.error, "the page failed"
+        predictors = [Predictor.from_checkpoint(card) for card in cards]
+    photos = [photo.image for photo in photoset.read_photoset(data).photos]
+    passes = len(photoset.PAPER_CONDITIONS)
+    plain_s = 0.0
+    for predictor in predictors:
+        inputs = np.stack([predictor.prepare(image) for image in photos])
+        predictor.predict(inputs[:32], 32)  # warm-up
+        plain_s += plain_seconds(predictor, inputs, passes)
+    n, models = len(photos), len(predictors)
+    page, plain, in_run = n * models / page_s, n * models / plain_s, n * models / forward[0]
+    ratio = page / in_run
+    print(f"{n} photos, {models} models at 224 px (random weights), {args.threads} thread(s)")
+    print(f"page read  : {n / read_s:6.1f} photos/s  (upload and decode, {read_s:.1f} s)")
+    print(f"page score : {page:6.1f} photos/s per model  ({page_s:.1f} s for {models} models)")
+    print(f"plain, in-run   : {in_run:6.1f} photos/s per model  (the page's own predict calls, {forward[0]:.1f} s)")  # fmt: skip
+    print(f"plain, separate : {plain:6.1f} photos/s per model  ({passes} predict passes each, {plain_s:.1f} s)")  # fmt: skip
+    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    print(f"ratio page / plain in-run   = {ratio:.2f} ({verdict} the target >= {TARGET_RATIO})")
+    print(f"ratio page / plain separate = {page / plain:.2f} (load-sensitive)")
+    return ratio
+
+
 def main(args: argparse.Namespace) -> float:
+    if args.through_page:
+        return through_page(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     predictor = Predictor(build_model(args.arch, pretrained=False), args.arch)
@@ -114,11 +169,11 @@ def main(args: argparse.Namespace) -> float:
 
 
 @contextmanager
-def timed_predict(predictor: Predictor) -> Iterator[list[float]]:
-    """Sums the seconds spent in predictor.predict meanwhile (an instance attribute shadows
-    the method, and is removed afterwards)."""
+def timed_predict(owner: Predictor | type[Predictor]) -> Iterator[list[float]]:
+    """Sums the seconds spent in `predict` meanwhile, of one predictor (an instance attribute
+    shadows the method) or of every predictor (the class's method is swapped); restored after."""
     seconds = [0.0]
-    predict = predictor.predict
+    predict = owner.__dict__.get("predict") if isinstance(owner, type) else owner.predict
 
     def timed(*args, **kwargs):
         start = time.perf_counter()
@@ -127,11 +182,14 @@ def timed_predict(predictor: Predictor) -> Iterator[list[float]]:
         finally:
             seconds[0] += time.perf_counter() - start
 
-    predictor.predict = timed
+    owner.predict = timed
     try:
         yield seconds
     finally:
-        del predictor.predict
+        if isinstance(owner, type):
+            owner.predict = predict
+        else:
+            del owner.predict
 
 
 if __name__ == "__main__":
