@@ -10,9 +10,11 @@ import streamlit as st
 
 from ui import common
 
+# The tab icon ships with the app: a material-icon page_icon makes every page load ask a font
+# server for it, and nothing may leave the machine.
 st.set_page_config(
     page_title="Derm Robustness Lab",
-    page_icon=":material/dermatology:",
+    page_icon=str(common.APP_DIR / "ui" / "icon.png"),
     layout="wide",
     initial_sidebar_state="expanded",
 )
@@ -58,7 +60,7 @@ PAGES = [
 
 
 def sidebar_model_picker() -> None:
-    """One picker for every page: each card in the weights folder with its test scores."""
+    """One picker for every page: each model by its plain name, with one line on what it is."""
     models = common.available_models()
     entries = [entry for entry in models if entry.card is not None]
     unreadable = [entry for entry in models if entry.card is None]
@@ -71,26 +73,24 @@ def sidebar_model_picker() -> None:
         st.sidebar.selectbox(
             "Model",
             list(by_path),
-            format_func=lambda path: _model_option(by_path[path]),
+            format_func=lambda path: by_path[path].label,
             key=common.MODEL_KEY,
-            help="Every checkpoint in the weights folder, with the scores on its card: the "
-            "in-distribution test split, and SD-198, the external set (the honest test).",
+            help="Every checkpoint in the weights folder. Below it: what the model is, and the "
+            "scores on its card: the in-distribution test split, and SD-198, the external set "
+            "(the honest test).",
         )
         chosen = by_path[st.session_state[common.MODEL_KEY]]
         summary = common.metrics_summary(chosen.card)
-        st.sidebar.caption(f"`{chosen.card.arch}` · {summary or 'no test scores on its card'}")
+        blurb = common.model_blurb(chosen.card)
+        st.sidebar.caption(
+            (f"{blurb}  \n" if blurb else "")
+            + f"`{chosen.card.arch}` · {summary or 'no test scores on its card'}"
+        )
     for entry in unreadable:
         st.sidebar.warning(entry.error)
     st.sidebar.info(common.NOTICE, icon=":material/school:")
 
 
-def _model_option(entry: common.ModelEntry) -> str:
-    balanced = common.card_metric(entry.card, "test", "balanced_accuracy")
-    score = f" · bal. acc. {balanced:.0%}" if balanced is not None else ""
-    return f"{entry.label}{score}"
-
-
 page = st.navigation(PAGES)
 sidebar_model_picker()
-st.badge(common.NOTICE, icon=":material/school:", color="orange")
 page.run()

@@ -1,13 +1,16 @@
 """How live does Explore feel? Time from a noise-slider change to new probabilities on screen.
 
     python benchmarks/bench_browser.py [--changes 30] [--input-size 224] [--photo-side 2048]
+    python benchmarks/bench_browser.py --compare     # "Compare all models" on, three models
 
 Starts `streamlit run app.py` with two freshly built, randomly initialised EfficientNet-Lite0
 checkpoints (the real architecture and input size, so the forward pass and Grad-CAM cost what
 the shipped model costs), uploads a synthetic photo in headless Chromium, then presses the
 noise slider's right arrow `--changes` times. Each press makes a new noise density (never a
 cached one) and is timed until the prediction panel (bars, labels, metrics) shows something
-new. Needs /usr/bin/chromium. Prints a table; the target is p50 < 400 ms.
+new. Needs /usr/bin/chromium. Prints a table; the target is p50 < 400 ms for one model, and
+p50 < 1000 ms with --compare (three models side by side, each one forward pass and a CAM per
+change; the panel timed is drawn after all three).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from dermcore.checkpoint import load_checkpoint, save_checkpoint
+
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
@@ -33,9 +38,11 @@ from test_browser import (  # noqa: E402
     open_with_photo,
     press_and_wait_for_update,
     streamlit_server,
+    wait_idle,
 )
 
 TARGET_P50_MS = 400
+TARGET_COMPARE_P50_MS = 1000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=int,
         default=4032,
         help="JPEG photo's longer side, px (default 4032, 12 MP)",
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="time 'Compare all models' with three models"
     )
     parser.add_argument(
         "--torch-threads",
@@ -72,14 +82,18 @@ def main(args: argparse.Namespace) -> int:
     if not CHROMIUM.exists():
         print(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
         return 2
-    if args.changes > 40:
-        print("--changes must be at most 40: the slider starts at 1.0% and stops at 5.0%")
+    if args.changes > 50:
+        print("--changes must be at most 50: the slider starts at 0.0% and stops at 5.0%")
         return 2
     if args.torch_threads is not None:
         os.environ["DERM_TORCH_THREADS"] = str(args.torch_threads)  # read by the server it starts
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        write_tiny_checkpoints(folder / "weights", input_size=args.input_size)
+        paths = write_tiny_checkpoints(folder / "weights", input_size=args.input_size)
+        if args.compare:  # a third model: the first one's weights under another name
+            model, card = load_checkpoint(paths[0])
+            card.name, card.title = "tiny-third", "tiny-third (benchmark fixture)"
+            save_checkpoint(model, card, folder / "weights")
         photo_path = folder / "photo.jpg"
         height = args.photo_side * 3 // 4
         photo = lesion_photo(height=height, width=args.photo_side)
@@ -89,6 +103,10 @@ def main(args: argparse.Namespace) -> int:
             chromium_page() as page,
         ):
             open_with_photo(page, url, photo_path)
+            if args.compare:
+                page.get_by_text("Compare all models").click()
+                page.get_by_text("Compare all models").wait_for()
+                wait_idle(page)
             page.locator(NOISE_SLIDER).focus()
             timings_ms = [
                 1000 * press_and_wait_for_update(page, "ArrowRight") for _ in range(args.changes)
@@ -96,9 +114,13 @@ def main(args: argparse.Namespace) -> int:
             final = page.locator(NOISE_SLIDER).get_attribute("aria-valuetext")
     p50, p95 = percentile(timings_ms, 0.5), percentile(timings_ms, 0.95)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print("Explore: noise slider change -> updated probabilities on screen (headless Chromium)")
+    target_ms = TARGET_COMPARE_P50_MS if args.compare else TARGET_P50_MS
+    view = "three models side by side" if args.compare else "one model"
+    print(
+        f"Explore ({view}): noise slider change -> updated probabilities on screen (headless Chromium)"
+    )
     print(f"model input {args.input_size} px, photo {args.photo_side}x{height} px, "
-          f"{args.changes} changes (1.0% -> {final}), server torch threads {os.environ.get('DERM_TORCH_THREADS', '1')}, "
+          f"{args.changes} changes (0.0% -> {final}), server torch threads {os.environ.get('DERM_TORCH_THREADS', '1')}, "
           f"CPUs {os.cpu_count()}, load average {load:.1f}")  # fmt: skip
     rows = [
         ("p50", p50),
@@ -110,8 +132,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'statistic':<10}{'ms':>8}")
     for name, value in rows:
         print(f"{name:<10}{value:>8.0f}")
-    verdict = "met" if p50 < TARGET_P50_MS else "NOT met"
-    print(f"target p50 < {TARGET_P50_MS} ms: {verdict} ({p50 / TARGET_P50_MS:.2f}x the target)")
+    verdict = "met" if p50 < target_ms else "NOT met"
+    print(f"target p50 < {target_ms} ms: {verdict} ({p50 / target_ms:.2f}x the target)")
     return 0
 
 

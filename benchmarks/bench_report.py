@@ -28,7 +28,9 @@ import torch
 from dermcore.checkpoint import load_checkpoint
 from dermcore.labels import CLASSES
 from dermcore.models import DEFAULT_ARCH, build_model, get_arch
-from training import evaluate
+from training.conditions import CONDITIONS, batch_predictor, run_grid
+from training.eval_data import default_data_root, load_set, read_manifest, read_split
+from training.eval_report import set_report
 
 TARGET_RATIO = 0.8
 
@@ -48,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         type=Path,
-        default=evaluate.default_data_root("train"),
+        default=default_data_root("train"),
         help="set A folder (manifest.csv, images/)",
     )
     parser.add_argument(
@@ -61,8 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--conditions",
         nargs="+",
-        default=list(evaluate.CONDITIONS),
-        choices=list(evaluate.CONDITIONS),
+        default=list(CONDITIONS),
+        choices=list(CONDITIONS),
         metavar="NAME",
         help="conditions in the report (default: the whole grid)",
     )
@@ -73,8 +75,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def test_rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     if args.split.is_file():
-        return evaluate.read_split(args.split)["test"], f"test split of {args.split}"
-    rows = evaluate.read_manifest(args.data_root)[::7]
+        return read_split(args.split)["test"], f"test split of {args.split}"
+    rows = read_manifest(args.data_root)[::7]
     return rows, f"every 7th row of {args.data_root / 'manifest.csv'} (no split file)"
 
 
@@ -94,11 +96,11 @@ def main(args: argparse.Namespace) -> float:
     else:
         model, card = load_checkpoint(args.card)
         arch, prep, classes, name = card.arch, card.get_preprocessing(), card.classes, card.name
-    predictor = evaluate.batch_predictor(model, arch, prep, classes)
+    predictor = batch_predictor(model, arch, prep, classes)
     rows, described = test_rows(args)
-    image_set = evaluate.load_set("test", args.data_root, rows[: args.limit], classes, prep)
+    image_set = load_set("test", args.data_root, rows[: args.limit], classes, prep)
     images, n = image_set.images, len(image_set.labels)
-    conditions = [evaluate.CONDITIONS[c] for c in dict.fromkeys(["clean", *args.conditions])]
+    conditions = [CONDITIONS[c] for c in dict.fromkeys(["clean", *args.conditions])]
     print(
         f"{name}, {n} images ({described}), {len(conditions)} conditions, {torch.get_num_threads()} threads"
     )
@@ -106,9 +108,9 @@ def main(args: argparse.Namespace) -> float:
     predictor.predict_logits(images[: args.batch_size], args.batch_size)  # warm-up
     before = pure_rate(predictor, images, args.batch_size)
     start = time.perf_counter()
-    run = evaluate.run_grid(predictor, [image_set], conditions, args.seed, args.batch_size)
+    run = run_grid(predictor, [image_set], conditions, args.seed, args.batch_size)
     logits = {c: v["test"] for c, v in run.logits.items()}
-    evaluate.set_report(image_set, logits, conditions, {}, 1.0, classes)
+    set_report(image_set, logits, conditions, {}, 1.0, classes)
     report_s = time.perf_counter() - start
     after = pure_rate(predictor, images, args.batch_size)
 

@@ -10,7 +10,7 @@ data. The zip is read from bytes and never unpacked to disk. Its declared sizes 
 before anything is decompressed, and each member is read no further than its declared size, so a
 zip bomb is refused rather than inflated.
 
-The noise and blur conditions are training/evaluate.py's `sp_upto5` and `blur5` (the paper's
+The noise and blur conditions are training/conditions.py's `sp_upto5` and `blur5` (the paper's
 "at most 5% of the pixels, 3:1" and 5x5 Gaussian), drawn per photo from generators seeded the
 same way, at the model's input resolution; tests/test_photoset.py checks they stay equal.
 """
@@ -40,7 +40,7 @@ from dermcore.imageio import SUPPORTED_EXTENSIONS, WORKING_SIDE_PX, ImageLoadErr
 from dermcore.reports import row_normalised
 
 Progress = Callable[[int, int], None]  # (done, total), called after each step
-SET_NAME = "photos"  # seeds the per-photo draws, as evaluate.py's set names do
+SET_NAME = "photos"  # seeds the per-photo draws, as the report's set names do
 
 
 # ---- reading a zip -------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def shrink_to_short_side(image: np.ndarray, side_px: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Condition:
-    """A way of showing the photos to a model, as training/evaluate.py's Condition."""
+    """A way of showing the photos to a model, as training/conditions.py's Condition."""
 
     name: str
     description: str
@@ -258,7 +258,7 @@ PAPER_CONDITIONS: tuple[Condition, ...] = (
 
 
 def image_rng(seed: int, condition: str, index: int) -> np.random.Generator:
-    """The generator for one photo under one condition (evaluate.py's image_rng)."""
+    """The generator for one photo under one condition (training/conditions.py's image_rng)."""
     keys = [seed, zlib.crc32(condition.encode()), zlib.crc32(SET_NAME.encode()), index]
     return np.random.default_rng(keys)
 

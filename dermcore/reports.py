@@ -60,7 +60,7 @@ class SetReport:
     sweeps: dict[str, list[str]]  # family -> condition names, mildest first, "clean" included
     calibration: dict
     # per source condition (e.g. SD-198 "Angioma"), clean photos: label, n_images, recall,
-    # predicted {class: count}; empty for reports written before session 3
+    # predicted {class: count}; empty for reports written before evaluate.py recorded it
     by_condition: dict[str, dict] = field(default_factory=dict)
 
 

@@ -1,5 +1,7 @@
 """Explore: one photo seen clean and corrupted, side by side, with where the model looked.
 
+Laid out for a presenter: on a 1366x768 screen the photo, every control, both heatmaps and both
+answers fit without scrolling; the probability chart, the drift numbers and the downloads follow.
 The clean view is cached per photo, model, CAM method and target, so moving a corruption slider
 recomputes only the corrupted view (one forward pass plus a CAM). The photo itself lives in this
 session's memory only: never on disk, never in a log.
@@ -7,14 +9,16 @@ session's memory only: never on disk, never in a log.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from dermcore.checkpoint import CheckpointError
 from dermcore.comparison import (
     Comparison,
     chart_classes,
@@ -24,7 +28,7 @@ from dermcore.comparison import (
     record_json,
 )
 from dermcore.corruptions import CorruptionSpec
-from dermcore.explain import METHODS, Explanation, Predictor, cam_shift, overlay
+from dermcore.explain import METHODS, Predictor, overlay
 from dermcore.imageio import (
     SUPPORTED_EXTENSIONS,
     WORKING_SIDE_PX,
@@ -34,114 +38,161 @@ from dermcore.imageio import (
     load_image,
     upright_size,
 )
+from dermcore.quality import (
+    QualityCalibrationError,
+    QualityFinding,
+    assess_quality,
+    quality_findings,
+)
 from ui import common
+from ui.views import ExploreSettings, compare
 
 BLUR_KERNELS = (1, 3, 5, 7, 9, 11)
 CLEAN_COLOUR, CORRUPTED_COLOUR = "#4c78a8", "#f58518"
-CRISP_IMAGES = "<style>.st-key-explore_views img { image-rendering: pixelated; }</style>"
+# Model inputs scaled up pixel by pixel, so single noisy pixels stay sharp; the answers in type
+# large enough for the back of a room.
+VIEW_STYLE = (
+    "<style>.st-key-explore_views img { image-rendering: pixelated; }"
+    ".st-key-explore_answers p { font-size: 1.3rem; line-height: 1.45; }"
+    ".st-key-explore_answers [data-testid=stCaptionContainer] p { font-size: 0.9rem; }"
+    # Below 1100 px of window the four control columns and the views row wrap two by two.
+    "@media (max-width: 1100px) {"
+    " .st-key-explore_controls > div > [data-testid=stHorizontalBlock],"
+    " .st-key-explore_views > div > [data-testid=stHorizontalBlock] { flex-wrap: wrap; }"
+    " .st-key-explore_controls > div > [data-testid=stHorizontalBlock] > [data-testid=stColumn],"
+    " .st-key-explore_views > div > [data-testid=stHorizontalBlock] > [data-testid=stColumn]"
+    " { min-width: calc(50% - 1rem); } }</style>"
+)
 PREDICTED = "the predicted class"  # the target select's first option: each view's own top class
-PREVIEW_SIDE_PX = 1024  # the photo preview's longer side; the column is narrower than that
+PREVIEW_SIDE_PX = 512  # the photo preview's longer side, encoded once per photo
+PREVIEW_HEIGHT_PX = 130  # drawn at most this tall, so a portrait photo pushes nothing down
+# Score-CAM runs one forward pass per feature channel (1280 for EfficientNet-Lite0): about four
+# minutes on a CPU, far too slow for a slider. dermcore.explain still offers it.
+LIVE_METHODS = tuple(m for m in METHODS if m != "scorecam")
+UPLOAD_LIMIT_MB = 50  # dermcore.imageio.load_image's default max_bytes, in MB
+# Widget values that outlive a page switch (ui.common.restore_widgets / remember_widgets), with
+# their defaults. Noise starts at 0: the first screen shows the photo as it is, and the
+# presenter moves the slider.
+DEFAULTS = {
+    "explore_source": "Samples",
+    "explore_noise": 0.0,
+    "explore_ratio": 0.75,
+    "explore_impulse_filter": True,
+    "explore_seed": 0,
+    "explore_blur": 1,
+    "explore_motion_length": 0,
+    "explore_motion_angle": 0,
+    "explore_cam_method": "gradcam",
+    "explore_target": PREDICTED,
+    "explore_opacity": 0.45,
+    "explore_where": "input",
+    "explore_sample": None,
+    "explore_compare": False,
+}
+PERSISTENT_KEYS = tuple(DEFAULTS)
 
 
-@dataclass(frozen=True)
-class ExploreSettings:
-    spec: CorruptionSpec
-    where: str  # "input" or "photo", see dermcore.corruptions.corrupt_for_model
-    method: str  # key of dermcore.explain.METHODS
-    target: str | None  # class name to explain, None = each view's own top class
-    alpha: float  # heatmap opacity in [0, 1]
-    impulse_filter: bool = True  # a model with the impulse filter uses it (the switch); else moot
+def init_state(samples: list[common.Sample]) -> None:
+    """Each control's value: the one kept from earlier in the session, else its default."""
+    common.restore_widgets(DEFAULTS)
+    if not samples and st.session_state["explore_source"] == "Samples":
+        st.session_state["explore_source"] = "Upload"
+    paths = [str(sample.path) for sample in samples]
+    if samples and st.session_state["explore_sample"] not in paths:
+        st.session_state["explore_sample"] = paths[0]
 
 
 # ---- photo ---------------------------------------------------------------------------------
 
 
-def photo_controls() -> common.CurrentPhoto | None:
-    """Upload, camera or sample gallery; the decoded photo is kept in session_state."""
-    samples = _sample_files()
-    sources = ["Upload", "Camera"] + (["Samples"] if samples else [])
+def photo_controls(samples: list[common.Sample]) -> common.CurrentPhoto | None:
+    """Samples, upload or camera; the decoded photo is kept in session_state across pages."""
+    sources = (["Samples"] if samples else []) + ["Upload", "Camera"]
     source = st.segmented_control(
-        "Photo from", sources, default="Upload", required=True, key="explore_source"
+        "Photo from", sources, required=True, key="explore_source", label_visibility="collapsed"
     )
-    chosen = None  # the source id of the file the active widget holds
     if source == "Camera":
-        shot = st.camera_input("Take a photo of the lesion", key="explore_camera")
-        if shot is not None:
-            chosen = _use_photo(f"camera:{shot.file_id}", shot.name, shot.getvalue)
+        st.camera_input(
+            "Take a photo of the lesion", key="explore_camera", on_change=_camera_changed
+        )
     elif source == "Samples":
-        chosen = _sample_gallery(samples)
+        by_path = {str(sample.path): sample for sample in samples}
+        st.selectbox(
+            "Sample photo", list(by_path), key="explore_sample",
+            format_func=lambda path: by_path[path].caption, label_visibility="collapsed",
+            help="Photos from the test split (no shipped model trained on them), from sources "
+            "that allow redistribution; each caption names the true class and the source. "
+            + common.NO_SAMPLE_NOTE,
+        )  # fmt: skip
+        sample = by_path[st.session_state["explore_sample"]]
+        _use_photo(f"sample:{sample.path}", sample.path.name, sample.path.read_bytes)
     else:
-        upload = st.file_uploader(
-            "Upload a photo",
+        st.file_uploader(
+            f"Upload a photo (up to {UPLOAD_LIMIT_MB} MB)",
             type=list(SUPPORTED_EXTENSIONS),
             key="explore_upload",
-            help="The photo stays in this browser session's memory; it is never stored.",
+            on_change=_upload_changed,
+            label_visibility="collapsed",
+            help=f"JPEG, PNG, HEIC, TIFF, WebP and more, up to {UPLOAD_LIMIT_MB} MB. The photo "
+            "stays in this browser session's memory; it is never stored.",
         )
-        if upload is not None:
-            chosen = _use_photo(f"upload:{upload.file_id}", upload.name, upload.getvalue)
     failed = st.session_state.get("explore_photo_error")
-    if failed and failed[0] == chosen:  # a file removed or replaced takes its error with it
-        st.error(failed[1])
+    if failed:
+        st.error(failed)
         return None
     return common.current_photo()
+
+
+def _upload_changed() -> None:
+    upload = st.session_state.get("explore_upload")
+    if upload is None:  # the user removed the file: the page stops using it
+        _forget_photo()
+    else:
+        _use_photo(f"upload:{upload.file_id}", upload.name, upload.getvalue)
+
+
+def _camera_changed() -> None:
+    shot = st.session_state.get("explore_camera")
+    if shot is None:
+        _forget_photo()
+    else:
+        _use_photo(f"camera:{shot.file_id}", shot.name, shot.getvalue)
+
+
+def _forget_photo() -> None:
+    st.session_state["explore_photo_source"] = None
+    st.session_state["explore_photo_error"] = None
+    common.set_current_photo(None)
+
+
+def _use_photo(source_id: str, name: str, read: Callable[[], bytes]) -> None:
+    """Decode a newly chosen file once (reruns with the same file reuse the decoded photo). A
+    file that cannot be decoded leaves no photo and a one-sentence error."""
+    if st.session_state.get("explore_photo_source") == source_id:
+        return
+    st.session_state["explore_photo_source"] = source_id
+    data = read()
+    try:
+        image = load_image(data, max_side=WORKING_SIDE_PX)
+    except ImageLoadError as error:
+        st.session_state["explore_photo_error"] = f"{name}: {error}"
+        common.set_current_photo(None)
+        return
+    st.session_state["explore_photo_error"] = None
+    original_shape = (*upright_size(data), 3)
+    preview = encode_png(downscale_for_display(image, PREVIEW_SIDE_PX))
+    photo = common.CurrentPhoto(image, common.photo_sha256(data), name, preview, original_shape)
+    common.set_current_photo(photo)
 
 
 def render_photo(photo: common.CurrentPhoto | None) -> None:
     if photo is None:
         return
     height, width = photo.original_shape[:2]
-    st.image(photo.preview_png, caption=f"{photo.name} · {width}×{height} px")
-
-
-def _use_photo(source_id: str, name: str, read: Callable[[], bytes]) -> str:
-    """Decode a newly chosen file once (reruns with the same file reuse the decoded photo);
-    returns source_id. A file that cannot be decoded leaves no photo and a one-sentence error."""
-    if st.session_state.get("explore_photo_source") == source_id:
-        return source_id
-    st.session_state["explore_photo_source"] = source_id
-    data = read()
-    try:
-        image = load_image(data, max_side=WORKING_SIDE_PX)
-    except ImageLoadError as error:
-        st.session_state["explore_photo_error"] = (source_id, str(error))
-        common.set_current_photo(None)
-        return source_id
-    st.session_state["explore_photo_error"] = None
-    original_shape = (*upright_size(data), 3)
-    preview = encode_png(downscale_for_display(image, PREVIEW_SIDE_PX))
-    photo = common.CurrentPhoto(image, common.photo_sha256(data), name, preview, original_shape)
-    common.set_current_photo(photo)
-    return source_id
-
-
-def _sample_files() -> list[Path]:
-    folder = common.samples_dir()
-    if folder is None:
-        return []
-    suffixes = {f".{ext}" for ext in SUPPORTED_EXTENSIONS}
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)[:24]
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _thumbnail(path: str, mtime_ns: int) -> np.ndarray | None:
-    try:
-        return downscale_for_display(load_image(Path(path).read_bytes()), 256)
-    except (ImageLoadError, OSError):
-        return None
-
-
-def _sample_gallery(samples: list[Path]) -> str | None:
-    chosen = None
-    for row in range(0, len(samples), 4):
-        for column, path in zip(st.columns(4), samples[row : row + 4], strict=False):
-            thumbnail = _thumbnail(str(path), path.stat().st_mtime_ns)
-            if thumbnail is None:
-                column.caption(f"{path.name}: not readable")
-                continue
-            column.image(thumbnail, caption=path.stem)
-            if column.button("Use", key=f"explore_sample_{path.name}", width="stretch"):
-                chosen = _use_photo(f"sample:{path}", path.name, path.read_bytes)
-    return chosen
+    # A portrait photo is drawn PREVIEW_HEIGHT_PX tall, never taller.
+    preview_width = max(60, min(260, round(PREVIEW_HEIGHT_PX * width / height)))
+    st.image(photo.preview_png, width=preview_width)
+    st.caption(f"{width}×{height} px")
 
 
 # ---- corruption and explanation controls ---------------------------------------------------
@@ -151,181 +202,225 @@ def _reroll_seed() -> None:
     st.session_state["explore_seed"] = int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-def explore_controls(
-    input_size: int, classes: tuple[str, ...], has_filter: bool = False
-) -> ExploreSettings:
-    noise, blur, heatmap = st.columns(3, gap="large")
-    with noise:
-        st.markdown("**Sensor noise** · salt and pepper")
-        density_pct = st.slider(
-            "Noisy pixels", 0.0, 5.0, 1.0, 0.1, format="%.1f%%", key="explore_noise",
-            help="Share of pixels set to pure black or white. The paper goes up to 5%.",
-        )  # fmt: skip
-        pepper_fraction = st.select_slider(
-            "Black : white", list(common.PEPPER_FRACTIONS), value=0.75,
-            format_func=common.PEPPER_FRACTIONS.get, key="explore_ratio",
-            help="The paper uses 3:1, three black pixels for each white one.",
-        )  # fmt: skip
-        impulse_filter = has_filter and st.toggle(
-            "Impulse filter", value=True, key="explore_impulse_filter",
-            help="This model replaces pure black and white pixels by their 3×3 median before its "
-            "network. Switch it off to see the network face the noise alone.",
-        )  # fmt: skip
+def noise_controls(input_size: int, has_filter: bool) -> tuple[float, float, bool, int, str]:
+    """(density %, pepper fraction, impulse filter on, seed, where)."""
+    st.markdown("**Noise** · salt and pepper")
+    density_pct = st.slider(
+        "Noisy pixels", 0.0, 5.0, step=0.1, format="%.1f%%", key="explore_noise",
+        help="Share of pixels set to pure black or white. The paper goes up to 5%.",
+    )  # fmt: skip
+    pepper_fraction = st.select_slider(
+        "Black : white", list(common.PEPPER_FRACTIONS), key="explore_ratio",
+        format_func=common.PEPPER_FRACTIONS.get,
+        help="The paper uses 3:1, three black pixels for each white one.",
+    )  # fmt: skip
+    impulse_filter = has_filter and st.toggle(
+        "Impulse filter", key="explore_impulse_filter",
+        help="This model replaces pure black and white pixels by their 3×3 median before its "
+        "network. Switch it off to see the network face the noise alone.",
+    )  # fmt: skip
+    with st.popover("Seed and where", icon=":material/tune:"):
         seed_column, button_column = st.columns([3, 2], vertical_alignment="bottom")
         seed = seed_column.number_input(
-            "Noise seed", 0, 2**31 - 1, 0, 1, key="explore_seed",
+            "Noise seed", 0, 2**31 - 1, step=1, key="explore_seed",
             help="The same seed gives exactly the same noisy pixels.",
         )  # fmt: skip
         button_column.button(
             "Re-roll", key="explore_reroll", icon=":material/casino:", on_click=_reroll_seed
         )
-    with blur:
-        st.markdown("**Blur**")
-        kernel = st.select_slider(
-            "Gaussian blur kernel", BLUR_KERNELS, value=1, key="explore_blur",
-            format_func=lambda k: "off" if k == 1 else f"{k}×{k}" + (" (paper)" if k == 5 else ""),
-            help="The paper's 'motion blur' is a 5×5 Gaussian kernel.",
-        )  # fmt: skip
-        motion = st.slider(
-            "Motion blur length", 0, 25, 0, 1, format="%d px", key="explore_motion_length",
-            help="A straight-line smear, as from a moving hand. 0 = off.",
-        )  # fmt: skip
-        angle = st.slider(
-            "Motion direction", 0, 175, 0, 5, format="%d°", key="explore_motion_angle",
-            disabled=motion <= 1,
-        )  # fmt: skip
-    with heatmap:
-        st.markdown("**Heatmap**")
-        method = st.selectbox(
-            "Method", list(METHODS), key="explore_cam_method",
-            format_func=lambda m: METHODS[m] + (" (slow on a CPU)" if m == "scorecam" else ""),
-            help="Score-CAM runs one forward pass per feature channel: slow without a GPU.",
-        )  # fmt: skip
-        target = st.selectbox(
-            "Explain class", [PREDICTED, *classes], key="explore_target",
-            format_func=lambda name: name if name == PREDICTED else f"{name} (why not?)",
-            help="Where would the model look for this class? Compare heatmaps of one class.",
-        )  # fmt: skip
-        alpha = st.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="explore_opacity")
-    where = st.radio(
-        "Corrupt",
-        ["input", "photo"],
-        format_func={
-            "input": f"the model's {input_size}×{input_size} input (as in the paper)",
-            "photo": "the full photo, then resize",
-        }.get,
-        horizontal=True,
-        key="explore_where",
-        help="On a large photo, noise added before shrinking mostly averages away.",
-    )
-    spec = CorruptionSpec(
-        noise_density=round(density_pct / 100, 6),
-        pepper_fraction=pepper_fraction,
-        blur_kernel=kernel,
-        motion_length_px=motion,
-        motion_angle_deg=float(angle),
-        seed=int(seed),
-    )
-    target = None if target == PREDICTED else target
-    return ExploreSettings(spec, where, method, target, alpha, impulse_filter)
+        where = st.radio(
+            "Corrupt",
+            ["input", "photo"],
+            format_func={
+                "input": f"the model's {input_size}×{input_size} input (as in the paper)",
+                "photo": "the full photo, then resize",
+            }.get,
+            key="explore_where",
+            help="On a large photo, noise added before shrinking mostly averages away.",
+        )
+    return density_pct, pepper_fraction, impulse_filter, int(seed), where
 
 
-# ---- computation (cached dermcore calls) ---------------------------------------------------
+def blur_controls() -> tuple[int, int, int]:
+    """(Gaussian kernel, motion length px, motion angle deg)."""
+    st.markdown("**Blur**")
+    kernel = st.select_slider(
+        "Gaussian blur kernel", BLUR_KERNELS, key="explore_blur",
+        format_func=lambda k: "off" if k == 1 else f"{k}×{k}" + (" (paper)" if k == 5 else ""),
+        help="The paper's 'motion blur' is a 5×5 Gaussian kernel.",
+    )  # fmt: skip
+    motion = st.slider(
+        "Motion blur length", 0, 25, step=1, format="%d px", key="explore_motion_length",
+        help="A straight-line smear, as from a moving hand. 0 = off.",
+    )  # fmt: skip
+    angle = st.slider(
+        "Motion direction", 0, 175, step=5, format="%d°", key="explore_motion_angle",
+        disabled=motion <= 1,
+    )  # fmt: skip
+    return kernel, motion, angle
 
 
-@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
-def explain_view(
-    model_key: str,
-    photo_sha256: str,
-    spec_items: tuple,
-    where: str,
-    method: str,
-    target: str | None,
-    _predictor: Predictor,
-    _photo: np.ndarray,
-) -> Explanation:
-    """Prepare (corrupt) and explain one view. Keyed on hashes, not pixels: the clean view
-    (empty spec_items) is computed once per photo, model, method and target."""
-    spec = CorruptionSpec(**dict(spec_items))
-    return _predictor.explain(_predictor.prepare(_photo, spec, where), target, method)
+def heatmap_controls(classes: tuple[str, ...]) -> tuple[str, str | None, float]:
+    """(CAM method, class to explain or None, opacity)."""
+    st.markdown("**Heatmap**")
+    method = st.selectbox(
+        "Method", list(LIVE_METHODS), key="explore_cam_method", format_func=METHODS.get,
+        help="How the heatmap is computed. Score-CAM is left out here: it runs one forward pass "
+        "per feature channel, about four minutes on a CPU (dermcore.explain offers it offline).",
+    )  # fmt: skip
+    target = st.selectbox(
+        "Explain class", [PREDICTED, *classes], key="explore_target",
+        format_func=lambda name: name if name == PREDICTED else f"{name} (why not?)",
+        help="Where would the model look for this class? Compare heatmaps of one class.",
+    )  # fmt: skip
+    alpha = st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity")
+    return method, None if target == PREDICTED else target, alpha
 
 
-def compare(
-    entry: common.ModelEntry,
-    predictor: Predictor,
-    photo: common.CurrentPhoto,
-    settings: ExploreSettings,
-) -> Comparison:
-    model_key = common.model_key(entry)
-    impulse_filter = None  # the model has no filter
-    if predictor.preprocessing.impulse_filter:
-        impulse_filter = settings.impulse_filter
-        if not impulse_filter:
-            predictor = predictor.with_preprocessing(
-                replace(predictor.preprocessing, impulse_filter=False)
-            )
-            model_key += ":impulse-filter-off"
-    method, target = settings.method, settings.target
-    clean = explain_view(
-        model_key, photo.sha256, (), "input", method, target, predictor, photo.image
-    )
-    # where="input" corrupts the photo's model input, and an image already at the input size
-    # passes through to_input_resolution unchanged when resize_size == input_size: then the
-    # clean input stands in for the photo, sparing a 12 MP resize (~50 ms) per slider move.
-    source = photo.image
-    if settings.where == "input" and predictor.preprocessing.resize_size == predictor.input_size:
-        source = clean.input_image
-    spec_items = tuple(sorted(settings.spec.to_dict().items()))
-    corrupted = explain_view(
-        model_key, photo.sha256, spec_items, settings.where, method, target, predictor, source
-    )
-    return Comparison(
-        classes=predictor.classes,
-        clean=clean,
-        corrupted=corrupted,
-        spec=settings.spec,
-        where=settings.where,
-        shift=cam_shift(clean.cam, corrupted.cam),
-        impulse_filter=impulse_filter,
-    )
+def compare_toggle() -> bool:
+    return st.toggle(
+        "Compare all models", key="explore_compare",
+        help="The same photo, under the same corruption, through every model in the weights "
+        "folder side by side: which ones hold their clean answer?",
+    )  # fmt: skip
 
 
 # ---- drawing -------------------------------------------------------------------------------
 
 
-def render_callout(comparison: Comparison) -> None:
+def callout(comparison: Comparison) -> tuple[str, str]:
+    """(kind, one line): what the corruption did to the answer. kind is "changed", "holds" or
+    "none" (no corruption selected)."""
     classes = comparison.classes
-    callout = flip_callout(
+    flipped = flip_callout(
         classes, comparison.clean.top_class, comparison.corrupted.top_class, comparison.spec
     )
-    if callout:
-        st.warning(f"**The prediction changed:** {callout}.", icon=":material/swap_horiz:")
-    elif comparison.spec.is_identity:
-        st.caption("No corruption selected: both views are the same image.")
-    else:
-        st.caption(
-            f"The top class, {classes[comparison.clean.top_class]}, holds under "
-            f"{comparison.spec.describe()}."
-        )
+    if flipped:
+        return "changed", f"**The answer changed:** {flipped}."
+    if comparison.spec.is_identity:
+        return "none", "No corruption yet: move a slider to degrade the photo."
+    return "holds", f"**The answer holds** under {comparison.spec.describe()}."
+
+
+CALLOUT_STYLE = {  # kind -> (colour, icon)
+    "changed": ("orange", ":material/swap_horiz:"),
+    "holds": ("green", ":material/check_circle:"),
+    "none": ("blue", ":material/tune:"),
+}
+
+
+@st.cache_data(show_spinner=False)
+def colour_bar(width_px: int = 256, height_px: int = 10) -> np.ndarray:
+    """uint8 HxWx3: the heatmap's colour scale, low evidence (left) to high (right)."""
+    ramp = np.tile(np.linspace(0.0, 1.0, width_px, dtype=np.float32), (height_px, 1))
+    return overlay(np.zeros((height_px, width_px, 3), np.uint8), ramp, alpha=1.0)
 
 
 def render_views(comparison: Comparison, alpha: float) -> None:
-    """Model inputs and heatmaps at their own resolution; the browser scales them up pixelated
-    (CRISP_IMAGES), so single noisy pixels stay sharp and the images stay small to send."""
-    st.html(CRISP_IMAGES)
+    """Each view's model input and heatmap, then the two answers, in one row. Images go at their
+    own resolution; the browser scales them up pixelated (VIEW_STYLE), so single noisy pixels
+    stay sharp."""
     classes = comparison.classes
     views = (("Clean", comparison.clean), ("Corrupted", comparison.corrupted))
-    columns = st.container(key="explore_views").columns(2, gap="large")
-    for column, (name, view) in zip(columns, views, strict=True):
+    *pairs, answers = st.container(key="explore_views").columns([2, 2, 1.5], gap="medium")
+    for column, (name, view) in zip(pairs, views, strict=True):
         with column:
-            st.markdown(f"**{name}** · {classes[view.top_class]} {view.top_probability:.1%}")
+            st.markdown(f"**{name}**")
             image_column, heatmap_column = st.columns(2, gap="small")
             image_column.image(view.input_image, caption="what the model sees", width="stretch")
             heatmap_column.image(
                 overlay(view.input_image, view.cam, alpha),
                 width="stretch",
-                caption=f"{METHODS[view.method]} for {classes[view.target]}",
+                caption=f"evidence for {classes[view.target]}",
             )
+    with answers, st.container(key="explore_answers"):
+        render_answers(comparison)
+
+
+def render_answers(comparison: Comparison) -> None:
+    """The two answers in large type, never cut off, and what the corruption did to the first."""
+    classes = comparison.classes
+    clean, corrupted = comparison.clean, comparison.corrupted
+    clean_class = classes[clean.top_class]
+    change = corrupted.probabilities[clean.top_class] - clean.top_probability
+    st.markdown(
+        f"Clean: **{clean_class}** {clean.top_probability:.0%}  \n"
+        f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
+    )
+    kind, line = callout(comparison)
+    colour, icon = CALLOUT_STYLE[kind]
+    with st.container(key=f"explore_callout_{kind}"):
+        st.caption(f":{colour}[{icon} {line}]")
+    if kind != "none":
+        st.caption(f"{clean_class}: {change * 100:+.1f} points under the corruption.")
+
+
+def render_heatmap_key(comparison: Comparison) -> None:
+    """The colour bar and what it means, in one sentence."""
+    classes = comparison.classes
+    explained = {classes[comparison.clean.target], classes[comparison.corrupted.target]}
+    target = " / ".join(sorted(explained))
+    bar_column, text_column = st.columns([1, 4], vertical_alignment="center")
+    bar_column.image(colour_bar(), width="stretch", caption="less ← evidence → more")
+    flipped = (
+        " The photo still shows the same lesion: what changed is the model's reading of it."
+        if comparison.flipped
+        else ""
+    )
+    text_column.caption(
+        f"Heatmap ({METHODS[comparison.clean.method]}): red is where the evidence for "
+        f"{target} came from, blue where there was little.{flipped}"
+        + (
+            ""
+            if comparison.same_target
+            else " The two heatmaps explain different classes; choose one under 'Explain class' "
+            "to compare like with like."
+        )
+    )
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def photo_quality(
+    model_key: str, photo_sha256: str, report_path: str, _predictor: Predictor, _photo: np.ndarray
+) -> list[QualityFinding] | str:
+    """The photo's own noise, blur, JPEG blocking and exposure, each placed on this model's
+    measured accuracy (dermcore.quality); a sentence instead when that cannot be read."""
+    try:
+        reading = assess_quality(_photo, _predictor.preprocessing)
+        report = json.loads(Path(report_path).read_text()) if Path(report_path).is_file() else {}
+        return quality_findings(reading, report)
+    except (QualityCalibrationError, OSError, ValueError) as error:
+        return f"The photo-quality reading is not available: {error}"
+
+
+def render_quality(
+    entry: common.ModelEntry, predictor: Predictor, photo: common.CurrentPhoto
+) -> None:
+    """One line: how degraded the photo already is, before any slider; the sentences that tie it
+    to the model's measured accuracy in an expander."""
+    report = common.weights_dir() / "reports" / entry.card.name / "test.json"
+    findings = photo_quality(
+        common.model_key(entry), photo.sha256, str(report), predictor, photo.image
+    )
+    if isinstance(findings, str):
+        st.caption(findings)
+        return
+    labels = [f":orange[{f.label}]" if _costs_accuracy(f) else f.label for f in findings]
+    with st.expander(
+        f"This photo as it came: {' · '.join(labels)}", icon=":material/photo_filter:"
+    ):
+        st.markdown("\n".join(f"- {finding.sentence}" for finding in findings))
+        st.caption(
+            "Estimated at the model's input resolution before any slider, and calibrated on "
+            "test photos degraded by known amounts. Exposure from one photo is a rough guess."
+        )
+
+
+def _costs_accuracy(finding: QualityFinding) -> bool:
+    """The model's measured accuracy at this photo's level is over 2 points below clean."""
+    if finding.accuracy is None or finding.clean_accuracy is None:
+        return False
+    return finding.accuracy < finding.clean_accuracy - 0.02
 
 
 def probability_figure(comparison: Comparison) -> go.Figure:
@@ -350,55 +445,38 @@ def probability_figure(comparison: Comparison) -> go.Figure:
         )
     figure.update_layout(
         barmode="group",
-        height=90 + 42 * len(shown),
-        margin={"l": 0, "r": 40, "t": 10, "b": 0},
-        xaxis={"range": [0, 1], "tickformat": ".0%", "title": "probability"},
-        yaxis={"autorange": "reversed"},
-        legend={"orientation": "h", "y": -0.25},
+        height=90 + 38 * len(shown),
+        margin={"l": 0, "r": 48, "t": 10, "b": 0},
+        xaxis={"range": [0, 1], "tickformat": ".0%", "title": "probability", "nticks": 6},
+        yaxis={"autorange": "reversed", "automargin": True},
+        legend={"orientation": "h", "y": -0.3},
+        font={"size": 14},
     )
     return figure
 
 
 def render_predictions(comparison: Comparison) -> None:
-    classes = comparison.classes
-    clean, corrupted = comparison.clean, comparison.corrupted
+    """The top-5 chart beside the two drift numbers, with plain names and tooltips."""
     with st.container(key="explore_predictions"):
         chart_column, metric_column = st.columns([3, 2], gap="large")
+        chart_column.markdown("**Top classes, clean and corrupted**")
         chart_column.plotly_chart(
             probability_figure(comparison), key="explore_probabilities",
             config={"staticPlot": True},
         )  # fmt: skip
         with metric_column:
-            clean_class = classes[clean.top_class]
-            change = corrupted.probabilities[clean.top_class] - clean.top_probability
+            st.markdown("**Did the model look at the same places?**")
             first, second = st.columns(2)
             first.metric(
-                "Clean prediction",
-                clean_class,
-                f"{clean.top_probability:.1%}",
-                delta_color="off",
-                delta_arrow="off",
-            )
-            second.metric(
-                "Corrupted prediction",
-                classes[corrupted.top_class],
-                f"{change * 100:+.1f} pts for {clean_class}",
-                help="The change in the clean prediction's probability.",
-            )
-            first.metric(
-                "Heatmap correlation", f"{comparison.shift.correlation:.2f}",
-                help="Pearson r between the clean and corrupted heatmaps: 1 = the model looks "
-                "at the same places, 0 = unrelated.",
+                "Same focus", f"{comparison.shift.correlation:.2f}",
+                help="Do the two heatmaps point at the same places? The correlation between "
+                "them: 1 = the same places, 0 = unrelated.",
             )  # fmt: skip
             second.metric(
-                "Hot-spot overlap", f"{comparison.shift.top_iou:.2f}",
-                help="Intersection over union of the hottest 20% of each heatmap.",
+                "Shared hot spots", f"{comparison.shift.top_iou:.0%}",
+                help="How much of the hottest fifth of each heatmap is shared (intersection "
+                "over union): 100% = the same hot spots.",
             )  # fmt: skip
-            if not comparison.same_target:
-                st.caption(
-                    "The two heatmaps explain different classes. Choose one class under "
-                    "'Explain class' to compare like with like."
-                )
 
 
 def render_downloads(
@@ -415,28 +493,88 @@ def render_downloads(
     )
     # Named by hashes only: a photo's file name may name the patient.
     stem = f"derm-lab-{photo.sha256[:8]}-{card.name}"
-    title = f"{card.title or card.name} · photo sha256 {photo.sha256[:12]}"
-    png_column, json_column, _ = st.columns([1, 1, 2])
+    title = f"{entry.label} · photo sha256 {photo.sha256[:12]}"
+    png_column, json_column = st.columns(2)
     png_column.download_button(
-        "Comparison figure (PNG)",
+        "Figure (PNG)",
         data=lambda: comparison_png(comparison, alpha, title),
         file_name=f"{stem}.png",
         mime="image/png",
         on_click="ignore",
         icon=":material/image:",
         key="explore_download_png",
+        width="stretch",
     )
     json_column.download_button(
-        "Settings record (JSON)",
+        "Settings (JSON)",
         data=record_json(record),
         file_name=f"{stem}.json",
         mime="application/json",
         on_click="ignore",
         icon=":material/data_object:",
         key="explore_download_json",
+        width="stretch",
         help="Model, weights hash, photo hash, every corruption setting and seed, and the "
         "probabilities: enough to reproduce this view exactly. Contains no image.",
     )
+
+
+def held_line(names_and_comparisons: list[tuple[str, Comparison]]) -> str:
+    """'Held their clean answer: A, B. Changed: C.' for the model comparison."""
+    held = [name for name, c in names_and_comparisons if not c.flipped]
+    changed = [name for name, c in names_and_comparisons if c.flipped]
+    parts = []
+    if held:
+        parts.append(f"Held their clean answer: {', '.join(held)}.")
+    if changed:
+        parts.append(f"Changed it: {', '.join(changed)}.")
+    return " ".join(parts)
+
+
+def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSettings) -> None:
+    """Every readable model on the same photo and corruption: one forward pass per model per
+    change (each clean view is cached), each with its heatmap and both answers."""
+    entries = [e for e in common.available_models() if e.card is not None]
+    results = []
+    for model_entry in entries:
+        try:
+            model = common.load_predictor(model_entry)
+        except CheckpointError as error:
+            st.warning(str(error))
+            continue
+        model_settings = settings
+        if settings.target is not None and settings.target not in model.classes:
+            model_settings = replace(settings, target=None)
+        results.append((model_entry.label, compare(model_entry, model, photo, model_settings)))
+    if not results:
+        return
+    kind = "none" if settings.spec.is_identity else "changed"
+    line = (
+        "No corruption yet: every model sees the photo as it is."
+        if kind == "none"
+        else held_line(results)
+    )
+    with st.container(key="explore_models"):
+        st.markdown(f"**{settings.spec.describe().capitalize()}** · {line}")
+        for column, (name, comparison) in zip(st.columns(len(results)), results, strict=True):
+            classes = comparison.classes
+            clean, corrupted = comparison.clean, comparison.corrupted
+            mark = (
+                ":orange[:material/swap_horiz: changed]"
+                if comparison.flipped
+                else ":green[:material/check_circle: held]"
+            )
+            image_column, text_column = column.columns([1, 1.2], gap="small")
+            image_column.image(
+                overlay(corrupted.input_image, corrupted.cam, settings.alpha),
+                width="stretch",
+                caption=f"evidence for {classes[corrupted.target]}",
+            )
+            text_column.markdown(
+                f"**{name}**  \n{mark}  \n"
+                f"Clean: **{classes[clean.top_class]}** {clean.top_probability:.0%}  \n"
+                f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
+            )
 
 
 # ---- page ----------------------------------------------------------------------------------
@@ -444,20 +582,52 @@ def render_downloads(
 
 @st.fragment
 def comparison_panel(
-    entry: common.ModelEntry, predictor: Predictor, photo: common.CurrentPhoto | None
+    entry: common.ModelEntry,
+    predictor: Predictor,
+    samples: list[common.Sample],
 ) -> None:
-    """Controls and results. A fragment: moving a control reruns only this panel, not the
-    sidebar or the photo picker."""
-    settings = explore_controls(
-        predictor.input_size, predictor.classes, predictor.preprocessing.impulse_filter
-    )
-    st.divider()
+    """Photo, controls and results. A fragment: moving a control reruns only this panel, not
+    the sidebar."""
+    has_filter = predictor.preprocessing.impulse_filter
+    st.html(VIEW_STYLE)
+    photo_column, noise_column, blur_column, heatmap_column = st.container(
+        key="explore_controls"
+    ).columns([1.25, 1, 1, 1], gap="medium")
+    with photo_column:
+        photo = photo_controls(samples)
+        render_photo(photo)
+    with noise_column:
+        density_pct, pepper_fraction, impulse_filter, seed, where = noise_controls(
+            predictor.input_size, has_filter
+        )
+    with blur_column:
+        kernel, motion, angle = blur_controls()
+    with heatmap_column:
+        method, target, alpha = heatmap_controls(predictor.classes)
+        all_models = compare_toggle()
+    common.remember_widgets(PERSISTENT_KEYS)
     if photo is None:
-        st.info("Upload a photo (or take one) to begin.", icon=":material/add_photo_alternate:")
+        st.info(
+            f"Pick a sample, upload a photo (up to {UPLOAD_LIMIT_MB} MB) or take one to begin.",
+            icon=":material/add_photo_alternate:",
+        )
         return
-    with st.spinner("Explaining…"):
-        comparison = compare(entry, predictor, photo, settings)
-    render_callout(comparison)
+    spec = CorruptionSpec(
+        noise_density=round(density_pct / 100, 6),
+        pepper_fraction=pepper_fraction,
+        blur_kernel=kernel,
+        motion_length_px=motion,
+        motion_angle_deg=float(angle),
+        seed=seed,
+    )
+    settings = ExploreSettings(spec, where, method, target, alpha, impulse_filter)
+    if all_models:
+        render_model_comparison(photo, settings)
+    comparison = compare(entry, predictor, photo, settings)
+    if not all_models:
+        render_views(comparison, settings.alpha)
+    render_heatmap_key(comparison)
+    render_quality(entry, predictor, photo)
     if comparison.impulse_filter is not None and settings.spec.noise_density > 0:
         st.caption(
             common.IMPULSE_FILTER_NOTE
@@ -465,20 +635,14 @@ def comparison_panel(
             else "Impulse filter off: this model's network faces the noise alone, as it never "
             "did in training (its training images passed the filter too)."
         )
-    render_views(comparison, settings.alpha)
     render_predictions(comparison)
     render_downloads(comparison, entry, photo, settings.alpha)
 
 
-st.title("Explore")
-st.caption(
-    "How does the model's answer change when the photo is noisy or blurred? Corrupt a photo the "
-    "way a phone camera might, and compare predictions and heatmaps side by side."
-)
 entry, predictor = common.model_or_stop()
-source_column, preview_column = st.columns([3, 2], gap="large")
-with source_column:
-    photo = photo_controls()
-with preview_column:
-    render_photo(photo)
-comparison_panel(entry, predictor, photo)
+samples = common.sample_photos()
+init_state(samples)
+common.page_header(
+    "Explore", "How does the model's answer change when the photo is noisy or blurred?"
+)
+comparison_panel(entry, predictor, samples)

@@ -21,71 +21,146 @@ def weights_problem(card_path: str, stamp: tuple) -> str | None:
     return None
 
 
-SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "n")
+ARCHITECTURES = {  # card arch -> plain words
+    "efficientnet_lite0": "EfficientNet-Lite0",
+    "efficientnet_lite1": "EfficientNet-Lite1",
+    "efficientnet_lite2": "EfficientNet-Lite2",
+    "resnet34": "ResNet-34",
+    "resnet50": "ResNet-50",
+    "resnet101": "ResNet-101",
+    "resnet152": "ResNet-152",
+}
+ACCURACY_ROWS = {  # card metrics key -> the row's plain name
+    "test": "Held-out test photos (same collections as training)",
+    "shift_sd198": "SD-198: photos from other clinics (the honest test)",
+}
 
 
-def metrics_table(metrics: dict) -> pd.DataFrame | None:
-    """{split: {metric: number}} -> a table with one row per summary metric and one column per
-    split. Everything else (per-class recall, per-seed records, bookkeeping such as the kept
-    epoch) is left to the JSON below."""
-    columns = {
-        split: {name: values[name] for name in SUMMARY_METRICS if _is_number(values.get(name))}
-        for split, values in metrics.items()
-        if isinstance(values, dict)
-    }
-    columns = {split: values for split, values in columns.items() if values}
-    if not columns:
-        return None
-    table = pd.DataFrame(columns)
-    table.index = [name.replace("_", " ") for name in table.index]
-    return table
+def accuracy_table(metrics: dict) -> pd.DataFrame | None:
+    """Plain rows (test, SD-198) and columns in percent; the spread over training runs where
+    the card has it. Cells the card does not fill say 'not measured', never None."""
+    rows = {}
+    for key, name in ACCURACY_ROWS.items():
+        values = metrics.get(key)
+        if not isinstance(values, dict):
+            continue
+        spread = metrics.get(f"{key}_std") or {}
+        mean = metrics.get(f"{key}_mean") or {}
+        rows[name] = {
+            "photos": f"{values['n']:g}" if _is_number(values.get("n")) else "not measured",
+            "right answers": _percent(values.get("accuracy")),
+            "balanced over classes": _percent(values.get("balanced_accuracy")),
+            "over the training runs": (
+                f"{mean['balanced_accuracy']:.0%} ± {spread['balanced_accuracy']:.0%} balanced"
+                if _is_number(mean.get("balanced_accuracy"))
+                and _is_number(spread.get("balanced_accuracy"))
+                else "one run"
+            ),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index") if rows else None
+
+
+def _percent(value: object) -> str:
+    return f"{value:.1%}" if _is_number(value) else "not measured"
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def what_it_is(card: ModelCard) -> str:
+    """Two or three sentences of provenance, from the card."""
+    arch = ARCHITECTURES.get(card.arch, card.arch)
+    training = card.training or {}
+    data = card.data or {}
+    counts = data.get("split_counts") or {}
+    config = training.get("config") if isinstance(training.get("config"), dict) else {}
+    pretrained = (
+        "pretrained on ImageNet's everyday photos, then fine-tuned"
+        if config.get("pretrained", True)
+        else "trained from scratch"
+    )
+    photos = f"{counts['train']:,} training photos" if "train" in counts else "training photos"
+    text = f"A {arch} network, {pretrained} on {photos} of ten lesion types from openly licensed collections."
+    if seeds := training.get("seeds"):
+        text += (
+            f" It was trained {len(seeds)} times with different random seeds; the run shipped "
+            "here is the one whose validation score was closest to the middle of the runs."
+        )
+    if card.created:
+        text += f" Trained on {card.created[:10]}."
+    return text
+
+
 def render_model_card(entry: common.ModelEntry) -> None:
     card: ModelCard = entry.card
-    st.subheader(card.title or card.name)
+    st.subheader(entry.label)
+    if blurb := common.model_blurb(card):
+        st.markdown(blurb)
     problem = weights_problem(entry.path, common.model_stamp(entry.path))
     if problem:
         st.error(problem)
-    first, second, third = st.columns(3)
-    first.metric("Architecture", card.arch)
-    second.metric("Classes", len(card.classes))
     preprocessing = card.get_preprocessing()
-    third.metric("Input", f"{preprocessing.input_size}×{preprocessing.input_size} px")
+    st.markdown("**What it is**  \n" + what_it_is(card))
     st.info(card.intended_use, icon=":material/school:")
-    if card.limitations:
-        st.markdown("**Limitations**\n" + "\n".join(f"- {item}" for item in card.limitations))
-    st.markdown("**Metrics** (from the card)")
-    table = metrics_table(card.metrics or {})
+    st.markdown("**How often it is right**")
+    table = accuracy_table(card.metrics or {})
     if table is None:
-        st.caption("The card lists no metrics.")
+        st.caption("The card lists no accuracy yet.")
     else:
+        st.dataframe(table, width="stretch")
+        st.caption(
+            "Balanced: the average over classes, so rare classes count as much as common ones. "
+            "The gap between the two rows is what a new clinic's photos cost."
+        )
+    recall = (card.metrics or {}).get("test", {}).get("per_class_recall")
+    if isinstance(recall, dict) and recall:
+        st.markdown("**How often each lesion type is recognised** (held-out test photos)")
         st.dataframe(
-            table,
+            pd.DataFrame(
+                {"recognised": [_percent(v) for v in recall.values()]}, index=list(recall)
+            ).T,
             width="stretch",
-            column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns},
         )
     if card.calibration:
-        st.caption(
-            f"Calibration: temperature {card.temperature:.3g} (probabilities are softmax(logits / T))."
+        st.markdown(
+            "**Confidence.** Its probabilities are calibrated on validation photos: among "
+            "answers given at about 80%, about 80% were right there. On photos from other "
+            "clinics it is overconfident, so read a high probability as the model's certainty, "
+            "not as the chance of being right."
         )
-    with st.expander("Training and data provenance"):
-        st.markdown("**Training**")
-        st.json(card.training or {}, expanded=False)
-        st.markdown("**Data**")
-        st.json(card.data or {}, expanded=False)
-        st.markdown("**All metrics**")
-        st.json(card.metrics or {}, expanded=False)
-        st.markdown("**Preprocessing**")
-        st.json(preprocessing.to_dict(), expanded=False)
-    st.caption(
-        f"Weights `{card.weights_file}` · SHA-256 `{card.weights_sha256}` · "
-        f"created {card.created or 'unknown'} · card version {card.version}"
+    if card.limitations:
+        st.markdown("**Limits**\n" + "\n".join(f"- {item}" for item in card.limitations))
+    first, second, third = st.columns(3)
+    first.metric("Network", ARCHITECTURES.get(card.arch, card.arch))
+    second.metric("Lesion types", len(card.classes))
+    third.metric("Sees photos at", f"{preprocessing.input_size}×{preprocessing.input_size} px")
+    with st.expander("For engineers: the full model card (JSON)"):
+        st.json(card.to_dict(), expanded=False)
+        st.caption(
+            f"Weights `{card.weights_file}` · SHA-256 `{card.weights_sha256}` · "
+            f"card version {card.version}"
+        )
+
+
+def render_sample_credits() -> None:
+    """Who made the sample photos, under which licence, and where each came from."""
+    table = common.SHIPPED_SAMPLES_DIR / "ATTRIBUTION.csv"
+    st.markdown(
+        "**Sample photos.** The gallery's photos come from the held-out test split (no model "
+        "here trained on them), only from collections whose licence allows sharing them: "
+        "PAD-UFES-20 (Pacheco et al. 2020, CC BY 4.0) and Roboflow exports published under "
+        "CC BY 4.0. They were resized and re-encoded. " + common.NO_SAMPLE_NOTE
     )
+    if table.is_file():
+        credits = pd.read_csv(table)
+        st.dataframe(
+            credits[["file", "label", "source_name", "licence", "origin"]].rename(
+                columns={"label": "lesion type", "source_name": "source"}
+            ),
+            hide_index=True,
+            width="stretch",
+        )
 
 
 def render_dataset_card() -> None:
@@ -96,9 +171,9 @@ def render_dataset_card() -> None:
         st.caption(f"No dataset card yet ({path.name} is not in the weights folder).")
 
 
-st.title("Model & data")
+common.page_header("Model & data", "What is this model, how was it made, and what are its limits?")
 entry = common.selected_model()
-model_tab, data_tab = st.tabs(["Model card", "Dataset card"])
+model_tab, data_tab, samples_tab = st.tabs(["Model card", "Dataset card", "Sample photos"])
 with model_tab:
     if entry is None or entry.card is None:
         st.warning(f"No model card in {common.weights_dir()}.")
@@ -106,3 +181,5 @@ with model_tab:
         render_model_card(entry)
 with data_tab:
     render_dataset_card()
+with samples_tab:
+    render_sample_credits()

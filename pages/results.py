@@ -46,7 +46,7 @@ def severity_label(family: str, name: str, severity: float | None) -> str:
 
 FAMILY_TITLES = {
     "noise": "Salt-and-pepper noise",
-    "blur": "Gaussian blur (the paper's 'motion blur')",
+    "blur": "Gaussian blur",
     "motion": "Motion blur",
     "jpeg": "JPEG compression",
     "exposure": "Exposure",
@@ -59,6 +59,12 @@ HEADLINE = {
 }
 PAPER_TESTS = {"N.A.": "Clean test", "Clean w/o Noise": "Clean test", "S&P Corrupted": "S&P ≤ 5%", "Blurred": "Blur 5×5"}  # fmt: skip
 PAPER_TRAINING = {"Clean w/o Noise": "Paper: trained clean", "S&P Corrupted": "Paper: trained with S&P"}  # fmt: skip
+METRIC_NAMES = {"accuracy": "top-1 accuracy", "balanced_accuracy": "balanced accuracy", "flip_rate": "flip rate"}  # fmt: skip
+
+
+def display_name(model: str) -> str:
+    """A report folder's model by the name the sidebar uses ('Robust (impulse filter)')."""
+    return common.MODEL_NAMES.get(model, (model,))[0]
 
 
 def paper_rows(paper: dict) -> dict[str, dict[str, float]]:
@@ -118,13 +124,18 @@ def headline_table(models: dict[str, ModelReports], metric: str, paper: dict) ->
                 row[column] = _percent(getattr(condition, metric) if condition else None)
         if (shift := model.sets.get("shift_sd198")) and "clean" in shift.conditions:
             row["SD-198"] = _percent(getattr(shift.conditions["clean"], metric))
-        rows[f"Ours: {name}"] = row
+        rows[f"Ours: {display_name(name)}"] = row
     columns = [*HEADLINE, "SD-198"]
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).fillna("—")
 
 
 def render_headline(models: dict[str, ModelReports], paper: dict) -> None:
     st.subheader("Ours beside the paper")
+    st.caption(
+        "Read the drops along each row, not the absolute numbers: the paper's ResNet-50 saw the "
+        "authors' own photos, ours see openly licensed ones. The last column, SD-198, is the "
+        "honest test for both."
+    )
     metric = st.segmented_control(
         "Metric", ["accuracy", "balanced_accuracy"], default="accuracy", required=True,
         format_func={"accuracy": "Top-1 accuracy (the paper's)", "balanced_accuracy": "Balanced accuracy"}.get,
@@ -152,6 +163,7 @@ def report_controls(
             "Model",
             names,
             index=names.index("clean") if "clean" in names else 0,
+            format_func=display_name,
             key="results_model",
         )
     ]
@@ -286,8 +298,8 @@ def severity_figure(
             continue
         conditions = [report.conditions[n] for n in report.sweeps[family]]
         figure.add_scatter(
-            x=[severity_label(family, c.name, c.severity) for c in conditions],
-            y=[getattr(c, metric) for c in conditions], name=name, mode="lines+markers",
+            x=_severity_axis(family, conditions), y=[getattr(c, metric) for c in conditions],
+            name=display_name(name), mode="lines+markers",
         )  # fmt: skip
     trained_clean = paper_rows(paper).get("Paper: trained clean", {})
     if (
@@ -311,12 +323,30 @@ def severity_figure(
             y=value / 100, line_dash="dot", annotation_text=f"paper, S&P up to 5%: {value:g}%",
             annotation_position="bottom left",
         )  # fmt: skip
+    # Noise density is a number: a linear axis from 0, so 1% and 5% sit where they belong.
+    xaxis = (
+        {
+            "title": "noisy pixels (%)",
+            "type": "linear",
+            "rangemode": "nonnegative",
+            "ticksuffix": "%",
+        }
+        if family == "noise"
+        else {"title": axis_title, "type": "category"}
+    )
     figure.update_layout(
-        height=320, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title=FAMILY_TITLES.get(family, family),
-        xaxis={"title": axis_title, "type": "category"},
-        yaxis={"title": metric.replace("_", " "), "range": [0, 1], "tickformat": ".0%"},
+        height=360, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title=FAMILY_TITLES.get(family, family),
+        xaxis=xaxis, legend={"orientation": "h", "yanchor": "top", "y": -0.28},
+        yaxis={"title": METRIC_NAMES.get(metric, metric), "range": [0, 1], "tickformat": ".0%"},
     )  # fmt: skip
     return figure
+
+
+def _severity_axis(family: str, conditions: list[ConditionResult]) -> list:
+    """Noise: density in percent (a linear axis); other families: category labels."""
+    if family == "noise":
+        return [0.0 if c.name == "clean" else (c.severity or 0.0) * 100 for c in conditions]
+    return [severity_label(family, c.name, c.severity) for c in conditions]
 
 
 def render_severity(models: dict[str, ModelReports], dataset: str, paper: dict) -> None:
@@ -534,9 +564,64 @@ def render_paper(paper: dict) -> None:
         )  # fmt: skip
 
 
+# ---- the story ------------------------------------------------------------------------------
+
+
+def takeaway(models: dict[str, ModelReports]) -> str | None:
+    """One sentence from the reports: clean test accuracy, what the paper's noise test does to
+    each model, and SD-198. None when the reports lack the test set."""
+    parts = []
+    for name, model in models.items():
+        test = model.sets.get("test")
+        if test is None or "clean" not in test.conditions:
+            continue
+        clean = test.conditions["clean"].accuracy
+        noisy = find_condition(test, "S&P ≤ 5%")
+        if clean is None or noisy is None or noisy.accuracy is None:
+            continue
+        parts.append(f"{display_name(name)} {clean:.0%} → {noisy.accuracy:.0%}")
+    if not parts:
+        return None
+    sentence = (
+        "Salt-and-pepper noise on up to 5% of pixels moves top-1 accuracy on our test photos "
+        f"from clean to noisy as follows: {'; '.join(parts)}."
+    )
+    shift = [
+        m.sets["shift_sd198"].conditions["clean"].accuracy
+        for m in models.values()
+        if "shift_sd198" in m.sets and "clean" in m.sets["shift_sd198"].conditions
+    ]
+    shift = [v for v in shift if v is not None]
+    if shift:
+        sentence += (
+            f" On SD-198, photos from other clinics, every model is right on only "
+            f"{min(shift):.0%}-{max(shift):.0%} of photos (the paper's ResNet-50: 32%)."
+        )
+    return sentence
+
+
+def render_story(models: dict[str, ModelReports], paper: dict) -> None:
+    st.subheader("What to take away")
+    if sentence := takeaway(models):
+        st.markdown(sentence)
+    noise_column, blur_column = st.container(key="wrap_results_story").columns(2)
+    for column, family in ((noise_column, "noise"), (blur_column, "blur")):
+        column.plotly_chart(
+            severity_figure(models, "test", family, "accuracy", paper),
+            key=f"results_story_{family}",
+        )
+    st.caption(
+        "Top-1 accuracy on our held-out test photos as the corruption grows, every model on one "
+        "chart; the paper's ResNet-50 for comparison (dotted line: its noise test; star: its "
+        "5×5 blur)."
+    )
+
+
 # ---- page ----------------------------------------------------------------------------------
 
-st.title("Results")
+common.page_header(
+    "Results", "How accurate is each model, on clean and degraded photos, and beside the paper?"
+)
 st.info(
     "**In-distribution accuracy flatters.** Each class in our training data comes from one to "
     "three sources, so a model can score well on the held-out test split by recognising a "
@@ -555,27 +640,31 @@ if not models:
     st.subheader("The paper's numbers")
     render_paper(paper)
     st.stop()
+render_story(models, paper)
 render_headline(models, paper)
 st.subheader("One model, one image set, one condition")
 model, report, condition = report_controls(models)
 if report.n_images:
     st.caption(f"{report.n_images} images · {condition.description or condition.name}")
-tabs = st.tabs(["Confusion matrix", "ROC", "Accuracy vs severity", "Calibration", "Confused pairs", "Training", "Explanation drift", "The paper"])  # fmt: skip
+render_confusion(report, condition, paper)
+if report.dataset.startswith("shift_sd198"):
+    render_by_condition(report)
+st.subheader("ML details")
+st.caption(
+    "For engineers: every corruption family, ROC, calibration, training and the paper's tables."
+)
+tabs = st.tabs(["Accuracy vs severity", "ROC", "Calibration", "Confused pairs", "Training and LR test", "Explanation drift", "The paper"])  # fmt: skip
 with tabs[0]:
-    render_confusion(report, condition, paper)
-    if report.dataset.startswith("shift_sd198"):
-        render_by_condition(report)
+    render_severity(models, report.dataset, paper)
 with tabs[1]:
     render_roc(report, condition)
 with tabs[2]:
-    render_severity(models, report.dataset, paper)
-with tabs[3]:
     render_calibration(report, condition)
-with tabs[4]:
+with tabs[3]:
     render_pairs(model, paper)
-with tabs[5]:
+with tabs[4]:
     render_training(model)
-with tabs[6]:
+with tabs[5]:
     render_drift(model)
-with tabs[7]:
+with tabs[6]:
     render_paper(paper)

@@ -6,6 +6,8 @@ one batched pass (dermcore.robustness); the seeds' spread is drawn as a band aro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -24,25 +26,32 @@ from dermcore.robustness import (
 from ui import common
 
 HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legend
-PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2",
-           "#ff9da6", "#9d755d", "#bab0ac")  # fmt: skip
+# One strong, distinct hue per class, in dermcore.labels.CLASSES order (category10 with its grey
+# and pale olive replaced by indigo and dark olive, so whichever class is the photo's clean
+# answer, its thick line stands out).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#393b79", "#7f7f00", "#17becf")  # fmt: skip
+CLEAN_LINE_PX, OTHER_LINE_PX = 4.5, 1.6
+DEFAULTS = {"robustness_seeds": 3, "robustness_ratio": 0.75, "robustness_where": "input"}
 
 
 def robustness_controls(input_size: int) -> tuple[int, float, str]:
     """(number of noise seeds, pepper fraction, where)."""
+    common.restore_widgets(DEFAULTS)
     seeds_column, ratio_column, where_column = st.columns(3, gap="medium")
     n_seeds = seeds_column.slider(
-        "Noise seeds", 1, 5, 3, key="robustness_seeds",
+        "Noise seeds", 1, 5, key="robustness_seeds",
         help="Each density is drawn with this many different random noise patterns.",
     )  # fmt: skip
     pepper_fraction = ratio_column.select_slider(
-        "Black : white", list(common.PEPPER_FRACTIONS), value=0.75,
+        "Black : white", list(common.PEPPER_FRACTIONS),
         format_func=common.PEPPER_FRACTIONS.get, key="robustness_ratio",
     )  # fmt: skip
     where = where_column.radio(
         "Corrupt", ["input", "photo"], key="robustness_where", horizontal=True,
         format_func={"input": f"the {input_size}×{input_size} model input", "photo": "the full photo"}.get,
     )  # fmt: skip
+    common.remember_widgets(DEFAULTS)
     return n_seeds, pepper_fraction, where
 
 
@@ -62,41 +71,68 @@ def classify_part(
     return classify_views(_predictor, _photo, specs, where)
 
 
-def compute_curve(
+def curve_in_parts(
     model_key: str,
     photo: common.CurrentPhoto,
     predictor: Predictor,
     n_seeds: int,
     pepper_fraction: float,
     where: str,
-) -> RobustnessCurve:
-    """The curve in parts (clean and blur, then one part per noise seed), each cached on its
-    own, with a progress bar between parts."""
-    seeds = list(range(n_seeds))
+) -> Iterator[tuple[float, RobustnessCurve]]:
+    """(fraction done, the curve so far): first after the clean view, the blur views and the
+    first noise seed, then after each further seed. Each part is cached on its own."""
     parts = [[CorruptionSpec(), *blur_specs(DEFAULT_KERNELS)]]
-    parts += [noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in seeds]
+    parts += [noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in range(n_seeds)]
     n_views = sum(len(part) for part in parts)
-    text = f"Corrupting and classifying {n_views} views…"
-    bar = st.progress(0.0, text=text)
     probs, done = [], 0
-    for part in parts:
+    for index, part in enumerate(parts):
         spec_items = tuple(tuple(sorted(spec.to_dict().items())) for spec in part)
         probs.append(
             classify_part(model_key, photo.sha256, spec_items, where, predictor, photo.image)
         )
         done += len(part)
-        bar.progress(done / n_views, text=text)
-    bar.empty()
-    base = probs[0]
-    return assemble_curve(
-        DEFAULT_DENSITIES,
-        DEFAULT_KERNELS,
-        seeds,
-        clean_probs=base[0],
-        noise_probs=np.concatenate(probs[1:]),
-        blur_probs=base[1:],
-        classes=predictor.classes,
-    )
+        if index == 0:
+            continue
+        base = probs[0]
+        yield (
+            done / n_views,
+            assemble_curve(
+                DEFAULT_DENSITIES,
+                DEFAULT_KERNELS,
+                list(range(index)),
+                clean_probs=base[0],
+                noise_probs=np.concatenate(probs[1:]),
+                blur_probs=base[1:],
+                classes=predictor.classes,
+            ),
+        )
+
+
+def show_curve(
+    model_key: str,
+    photo: common.CurrentPhoto,
+    predictor: Predictor,
+    n_seeds: int,
+    pepper_fraction: float,
+    where: str,
+) -> None:
+    """Draw the curve as soon as its first noise seed is in, then refine it seed by seed, with
+    a progress bar above until the last one."""
+    n_views = 1 + len(DEFAULT_KERNELS) + n_seeds * len(DEFAULT_DENSITIES)
+    text = f"Corrupting and classifying {n_views} views…"
+    bar = st.progress(0.0, text=text)
+    slot = st.empty()
+    for fraction, curve in curve_in_parts(
+        model_key, photo, predictor, n_seeds, pepper_fraction, where
+    ):
+        final = len(curve.seeds) == n_seeds
+        if final:
+            bar.empty()
+        else:
+            bar.progress(fraction, text=f"{text} {len(curve.seeds)} of {n_seeds} noise seeds in")
+        with slot.container():
+            # Keys must be unique within a run: drafts get their own, the last draw the real one.
+            render_curve(curve, key_suffix="" if final else f"_draft{len(curve.seeds)}")
 
 
 def _shown_classes(probs: np.ndarray, clean_class: int) -> list[int]:
@@ -124,7 +160,7 @@ def noise_figure(curve: RobustnessCurve) -> go.Figure:
             )  # fmt: skip
         figure.add_scatter(
             x=x, y=mean[:, index], name=name, legendgroup=name, visible=visible,
-            line={"color": colour, "width": 3 if index == curve.clean_class else 1.6},
+            line={"color": colour, "width": CLEAN_LINE_PX if index == curve.clean_class else OTHER_LINE_PX},
             hovertemplate=f"{name}: %{{y:.1%}} at %{{x:.2f}}% noise<extra></extra>",
         )  # fmt: skip
     if curve.noise_tipping_point is not None:
@@ -132,7 +168,8 @@ def noise_figure(curve: RobustnessCurve) -> go.Figure:
             x=curve.noise_tipping_point * 100, line_dash="dash", line_color="#e45756",
             annotation_text="top class changes", annotation_position="top left",
         )  # fmt: skip
-    return _layout(figure, "noisy pixels (%)", ticksuffix="%")
+    figure = _layout(figure, "noisy pixels (%)", ticksuffix="%")
+    return figure.update_xaxes(range=[0, float(x.max())], rangemode="nonnegative")
 
 
 def blur_figure(curve: RobustnessCurve) -> go.Figure:
@@ -144,7 +181,7 @@ def blur_figure(curve: RobustnessCurve) -> go.Figure:
             x=labels, y=curve.blur_probs[:, index], name=name, mode="lines+markers",
             visible=True if index in highlighted else "legendonly",
             line={"color": PALETTE[index % len(PALETTE)],
-                  "width": 3 if index == curve.clean_class else 1.6},
+                  "width": CLEAN_LINE_PX if index == curve.clean_class else OTHER_LINE_PX},
             hovertemplate=f"{name}: %{{y:.1%}} with %{{x}} blur<extra></extra>",
         )  # fmt: skip
     if curve.blur_tipping_point is not None:
@@ -159,12 +196,13 @@ def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
         margin={"l": 0, "r": 0, "t": 30, "b": 0},
         xaxis={"title": x_title, "ticksuffix": ticksuffix},
         yaxis={"title": "probability", "range": [0, 1], "tickformat": ".0%"},
-        legend={"orientation": "h", "y": -0.25},
+        legend={"orientation": "h", "y": -0.3},
+        font={"size": 13},
     )
     return figure
 
 
-def render_curve(curve: RobustnessCurve) -> None:
+def render_curve(curve: RobustnessCurve, key_suffix: str = "") -> None:
     st.info(curve.describe(), icon=":material/insights:")
     clean = curve.classes[curve.clean_class]
     noise_point, blur_point = curve.noise_tipping_point, curve.blur_tipping_point
@@ -187,35 +225,41 @@ def render_curve(curve: RobustnessCurve) -> None:
         "none" if blur_point is None else f"{blur_point}×{blur_point}",
         help=f"The smallest Gaussian kernel at which the top class is no longer {clean}.",
     )
-    noise_column, blur_column = st.columns(2, gap="large")
+    noise_column, blur_column = st.container(key=f"wrap_robustness_charts{key_suffix}").columns(
+        2, gap="large"
+    )
     with noise_column:
         st.markdown("**Against salt-and-pepper noise**")
-        st.plotly_chart(noise_figure(curve), key="robustness_noise_chart")
+        st.plotly_chart(noise_figure(curve), key=f"robustness_noise_chart{key_suffix}")
         if len(curve.seeds) > 1:
             st.caption(f"Lines: mean over {len(curve.seeds)} noise seeds; bands: their range.")
     with blur_column:
         st.markdown("**Against Gaussian blur**")
-        st.plotly_chart(blur_figure(curve), key="robustness_blur_chart")
+        st.plotly_chart(blur_figure(curve), key=f"robustness_blur_chart{key_suffix}")
     st.caption(
         f"The clean class ({clean}, thick line) and the {HIGHLIGHTED - 1} classes that come "
         "closest to it are shown; click a name in a legend to show the others."
     )
 
 
-st.title("Robustness curve")
-st.caption(
-    "How far can this photo be degraded before the model changes its mind? Every class's "
-    "probability against noise density and blur strength."
-)
 entry, predictor = common.model_or_stop()
+common.page_header(
+    "Robustness curve",
+    "How far can this photo be degraded before the model changes its mind? Every class's "
+    "probability against noise density and blur strength.",
+)
 photo = common.current_photo()
 if photo is None:
     st.info("Choose a photo on the Explore page first.", icon=":material/image_search:")
     st.page_link("pages/explore.py", label="Go to Explore", icon=":material/arrow_forward:")
     st.stop()
-n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
-st.caption(f"Photo: {photo.name} · model: {entry.label}")
-if predictor.preprocessing.impulse_filter:
-    st.caption(common.IMPULSE_FILTER_NOTE)
-curve = compute_curve(common.model_key(entry), photo, predictor, n_seeds, pepper_fraction, where)
-render_curve(curve)
+photo_column, controls_column = st.columns([1, 4], gap="medium")
+with photo_column:
+    height, width = photo.original_shape[:2]
+    st.image(photo.preview_png, width=max(60, min(200, round(120 * width / height))))
+    st.caption(f"{width}×{height} px · {entry.label}")
+with controls_column:
+    n_seeds, pepper_fraction, where = robustness_controls(predictor.input_size)
+    if predictor.preprocessing.impulse_filter:
+        st.caption(common.IMPULSE_FILTER_NOTE)
+show_curve(common.model_key(entry), photo, predictor, n_seeds, pepper_fraction, where)

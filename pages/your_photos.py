@@ -338,11 +338,11 @@ def render_downloads(scored: Scored, mapping: dict[str, str], photo_set: photose
 
 
 def main() -> None:
-    st.title("Your photos")
-    st.caption(
+    common.page_header(
+        "Your photos",
         "How do the models do on your own labelled photos? Zip a folder of photos per class, "
         "check which of our ten classes each folder is, and score every shipped model: clean, "
-        "under the paper's noise and under its blur."
+        "under the paper's noise and under its blur.",
     )
     entries = [entry for entry in common.available_models() if entry.card is not None]
     if not entries:

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def app(tiny_weights_dir, monkeypatch) -> AppTest:
 
 
 def upload(at: AppTest, data: bytes, name: str = "lesion.png") -> AppTest:
+    """Switch Explore's photo source to Upload (the shipped samples come first) and upload."""
+    if at.session_state["explore_source"] != "Upload":
+        at.segmented_control(key="explore_source").set_value("Upload").run()
     at.file_uploader(key="explore_upload").set_value((name, data, "image/png"))
     return at.run()
 
@@ -72,22 +76,45 @@ def texts(elements) -> list[str]:
     return [str(e.value) for e in elements]
 
 
+def answers(at: AppTest) -> tuple[str, str]:
+    """Explore's two answers as drawn: (clean class, corrupted class)."""
+    text = next(m.value for m in at.markdown if str(m.value).startswith("Clean: **"))
+    clean, corrupted = re.findall(r"\*\*(.+?)\*\*", text)
+    return clean, corrupted
+
+
 # ---- every page, no photo yet ------------------------------------------------------------
 
 
-def test_explore_without_photo_asks_for_one(app):
-    assert "Upload a photo (or take one) to begin." in texts(app.info)
+def test_explore_opens_on_a_shipped_sample(app):
+    """No setting needed: the gallery of shipped test-split samples is there, captioned by true
+    class and source, and the first one is explained at once, with no corruption yet."""
+    select = app.selectbox(key="explore_sample")
+    assert len(select.options) >= 12
+    captions = list(select.options)  # as drawn, through format_func
+    assert all(" · " in caption and "CC BY 4.0" in caption for caption in captions)
+    assert not any(len(c.split(" · ")[0]) == 64 for c in captions)  # never a hash
+    assert app.session_state["explore_noise"] == 0.0
+    assert any("No corruption yet" in t for t in texts(app.caption))
     assert any("not a diagnostic device" in t for t in texts(app.sidebar.info))
     assert [o for o in app.sidebar.selectbox(key="sidebar_model").options] == [
-        "tiny-clean (test fixture) · bal. acc. 10%",
-        "tiny-noise (test fixture) · bal. acc. 20%",
+        "tiny-clean (test fixture)",
+        "tiny-noise (test fixture)",
     ]
 
 
-def test_robustness_without_photo_points_to_explore(app):
-    app.switch_page("pages/robustness.py").run()
+def test_upload_source_without_a_file_keeps_the_photo_in_use_and_says_so(app):
+    app.segmented_control(key="explore_source").set_value("Upload").run()
     assert not app.exception
-    assert "Choose a photo on the Explore page first." in texts(app.info)
+    in_use = [t for t in texts(app.caption) if " px" in t]
+    assert in_use  # the sample still in use is shown, with its size
+
+
+def test_robustness_without_photo_points_to_explore(tiny_weights_dir):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.switch_page("pages/robustness.py").run()  # a first visit that skips Explore
+    assert not at.exception
+    assert "Choose a photo on the Explore page first." in texts(at.info)
 
 
 def test_results_without_reports_says_so(app):
@@ -101,8 +128,13 @@ def test_model_and_data_renders_the_card(app):
     app.switch_page("pages/model_data.py").run()
     assert not app.exception
     assert "tiny-clean (test fixture)" in texts(app.subheader)
-    assert [m.value for m in app.metric][:3] == ["efficientnet_lite0", "10", "64×64 px"]
+    assert [m.value for m in app.metric][:3] == ["EfficientNet-Lite0", "10", "64×64 px"]
     assert any("Random weights" in t for t in texts(app.markdown))
+    table = app.dataframe[0].value  # plain rows and percentages, never a raw key or None
+    assert list(table.index) == ["Held-out test photos (same collections as training)"]
+    assert table.iloc[0]["right answers"] == "11.1%"
+    shown = " ".join(texts(app.markdown)) + " ".join(str(d.value) for d in app.dataframe)
+    assert "None" not in shown and "test_mean" not in shown and "_std" not in shown
     assert any("No dataset card yet" in t for t in texts(app.caption))
     app.sidebar.selectbox(key="sidebar_model").select_index(1).run()
     assert "tiny-noise (test fixture)" in texts(app.subheader)
@@ -134,13 +166,7 @@ def test_noise_changes_the_corrupted_probabilities_only(app, photo_png):
     names, clean_at_5, corrupted_at_5 = chart_probabilities(app)
     np.testing.assert_allclose(clean_at_5[: len(clean)], clean[: len(clean_at_5)], atol=1e-6)
     assert not np.allclose(corrupted_at_5, clean_at_5, atol=1e-4)
-    labels = [m.label for m in app.metric]
-    assert labels == [
-        "Clean prediction",
-        "Heatmap correlation",
-        "Corrupted prediction",
-        "Hot-spot overlap",
-    ]
+    assert [m.label for m in app.metric] == ["Same focus", "Shared hot spots"]
 
 
 def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_path, monkeypatch):
@@ -202,15 +228,16 @@ def test_callout_appears_exactly_when_the_top_class_changes(app, photo_png, tiny
 
     app.slider(key="explore_noise").set_value(holds).run()
     assert not app.exception
-    assert not [w for w in texts(app.warning) if "prediction changed" in w]
-    assert any("holds under" in t for t in texts(app.caption))
+    assert not [t for t in texts(app.caption) if "The answer changed" in t]
+    assert any("The answer holds" in t for t in texts(app.caption))
 
     app.slider(key="explore_noise").set_value(flips).run()
     assert not app.exception
-    callouts = [w for w in texts(app.warning) if "prediction changed" in w]
+    callouts = [t for t in texts(app.caption) if "The answer changed" in t]
     assert len(callouts) == 1
     assert f"at {flips:.3g}% salt-and-pepper (3:1)" in callouts[0]
-    clean_class, corrupted_class = (m.value for m in app.metric if "prediction" in m.label)
+    clean_class, corrupted_class = answers(app)
+    assert clean_class != corrupted_class
     assert f"{clean_class} → {corrupted_class}" in callouts[0]
 
 
@@ -237,12 +264,12 @@ def test_a_bad_upload_is_one_sentence_not_a_traceback(app, photo_png):
     upload(app, b"this is not a photo", name="notes.png")
     assert not app.exception
     assert len(app.error) == 1
-    assert app.error[0].value.startswith("This file is not an image we can read. Please upload")
-    assert "Upload a photo (or take one) to begin." in texts(app.info)
+    assert app.error[0].value.startswith("notes.png: This file is not an image we can read.")
+    assert any(t.startswith("Pick a sample, upload a photo") for t in texts(app.info))
 
     upload(app, photo_png)  # a good file replaces the bad one, and its error goes with it
     assert not app.exception and not app.error
-    assert [m.label for m in app.metric][0] == "Clean prediction"
+    assert answers(app)
 
 
 def test_a_big_photo_is_kept_as_a_working_copy_and_its_size_is_reported(app):
@@ -255,7 +282,7 @@ def test_a_big_photo_is_kept_as_a_working_copy_and_its_size_is_reported(app):
     photo = app.session_state["photo"]
     assert photo.original_shape == (1200, 2600, 3)
     assert photo.image.shape == (709, WORKING_SIDE_PX, 3)  # aspect kept, longer side capped
-    assert [m.label for m in app.metric][0] == "Clean prediction"
+    assert answers(app)
 
 
 def test_controls_reroll_blur_motion_and_target(app, photo_png):
@@ -272,7 +299,10 @@ def test_controls_reroll_blur_motion_and_target(app, photo_png):
     app.run()
     assert not app.exception
     captions = [c for image in app.image for c in image.captions]
-    assert captions.count("Grad-CAM++ for Ulcer") == 2  # both heatmaps explain Ulcer
+    assert captions.count("evidence for Ulcer") == 2  # both heatmaps explain Ulcer
+    assert any(
+        "Grad-CAM++" in t and "evidence for Ulcer came from" in t for t in texts(app.caption)
+    )
     assert len(app.get("download_button")) == 2
 
 
@@ -282,19 +312,22 @@ def test_camera_photo_is_used(app, photo_png):
     Image.open(io.BytesIO(photo_png)).save(buffer, format="JPEG", quality=95)
     app.camera_input(key="explore_camera").upload("photo.jpg", buffer.getvalue()).run()
     assert not app.exception
-    assert [m.label for m in app.metric][0] == "Clean prediction"
+    assert answers(app)
 
 
-def test_sample_gallery(tiny_weights_dir, photo_png, tmp_path, monkeypatch):
+def test_own_samples_folder_adds_to_the_gallery(tiny_weights_dir, photo_png, tmp_path, monkeypatch):
     (tmp_path / "lesion-a.png").write_bytes(photo_png)
     (tmp_path / "broken.png").write_bytes(b"nope")
     monkeypatch.setenv("DERM_SAMPLES_DIR", str(tmp_path))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
-    at.segmented_control(key="explore_source").set_value("Samples").run()
-    assert "broken.png: not readable" in texts(at.caption)
-    at.button(key="explore_sample_lesion-a.png").click().run()
+    options = list(at.selectbox(key="explore_sample").options)
+    assert options[-2:] == ["broken · your folder", "lesion-a · your folder"]
+    at.selectbox(key="explore_sample").select_index(len(options) - 1).run()
+    assert not at.exception and not at.error
+    assert answers(at)
+    at.selectbox(key="explore_sample").select_index(len(options) - 2).run()
     assert not at.exception
-    assert [m.label for m in at.metric][0] == "Clean prediction"
+    assert at.error[0].value.startswith("broken.png: This file is not an image we can read.")
 
 
 def test_tampered_weights_error_names_the_file_and_other_models_still_work(
@@ -317,7 +350,7 @@ def test_tampered_weights_error_names_the_file_and_other_models_still_work(
     assert not at.error
     upload(at, photo_png)
     assert not at.exception and not at.error
-    assert [m.label for m in at.metric][0] == "Clean prediction"
+    assert answers(at)
 
     at.switch_page("pages/model_data.py").run()
     at.sidebar.selectbox(key="sidebar_model").select_index(0).run()
@@ -478,10 +511,10 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert list(headline.index) == [
         "Paper: trained clean",
         "Paper: trained with S&P",
-        "Ours: clean",
-        "Ours: noise-trained",
+        "Ours: Clean",
+        "Ours: Noise-trained",
     ]
-    assert headline.loc["Ours: clean", "S&P ≤ 5%"] == "60.0%"  # sp_upto5, the paper's test
+    assert headline.loc["Ours: Clean", "S&P ≤ 5%"] == "60.0%"  # sp_upto5, the paper's test
     assert headline.loc["Paper: trained clean", "SD-198"] == "32%"  # as the paper prints it
     assert headline.loc["Paper: trained clean", "Blur 5×5"] == "74.85%"
 
@@ -502,6 +535,34 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
     (note,) = [t for t in texts(at.caption) if "impulse filter" in t]
     assert note.startswith("noise-trained: ")
+
+
+def test_results_opens_with_the_story(tiny_weights_dir, tmp_path, monkeypatch):
+    """The takeaway sentence and the accuracy-vs-severity charts come first; the noise axis is
+    linear in density; ROC, calibration and training sit under 'ML details'."""
+    rng = np.random.default_rng(1)
+    for model in ("clean", "robust"):
+        folder = tmp_path / "reports" / model
+        folder.mkdir(parents=True)
+        for dataset in ("test", "shift_sd198"):
+            (folder / f"{dataset}.json").write_text(
+                json.dumps(_fake_set_report(rng, model, dataset))
+            )
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    for path in tiny_weights_dir.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    subheaders = texts(at.subheader)
+    assert subheaders[0] == "What to take away"
+    assert subheaders.index("ML details") > subheaders.index("Ours beside the paper")
+    sentence = next(t for t in texts(at.markdown) if t.startswith("Salt-and-pepper noise"))
+    assert "Clean 80% → 60%" in sentence and "Robust (impulse filter) 80% → 60%" in sentence
+    assert "On SD-198" in sentence
+    figure = plotly_figure(at, "results_story_noise")
+    assert figure.layout.xaxis.type == "linear"
+    np.testing.assert_allclose(values(figure.data[0].x), [0, 1, 5])  # percent, to scale
 
 
 def test_reports_in_the_briefs_layout_are_read_too():
@@ -601,3 +662,80 @@ def test_picker_label_drops_the_score_older_cards_carry_in_their_title(tiny_weig
     assert ModelEntry(str(path), old).label == title
     assert ModelEntry(str(path), dataclasses.replace(card, title=title)).label == title
     assert ModelEntry(str(path), dataclasses.replace(card, title="")).label == card.name
+
+
+def test_explore_keeps_its_settings_and_photo_across_pages(app, photo_png):
+    upload(app, photo_png, name="mine.png")
+    app.slider(key="explore_noise").set_value(3.0)
+    app.select_slider(key="explore_blur").set_value(5)
+    app.selectbox(key="explore_target").set_value("Ulcer").run()
+    photo = app.session_state["photo"]
+    for page in ("pages/robustness.py", "pages/results.py", "pages/explore.py"):
+        app.switch_page(page).run()
+        assert not app.exception
+    assert app.slider(key="explore_noise").value == 3.0
+    assert app.select_slider(key="explore_blur").value == 5
+    assert app.selectbox(key="explore_target").value == "Ulcer"
+    assert app.segmented_control(key="explore_source").value == "Upload"
+    assert app.session_state["photo"].sha256 == photo.sha256  # the photo shown is the one used
+    assert "320×240 px" in texts(app.caption)
+    assert any("evidence for Ulcer" in c for image in app.image for c in image.captions)
+
+
+def test_removing_the_upload_stops_using_it(app, photo_png):
+    upload(app, photo_png)
+    app.file_uploader(key="explore_upload").clear().run()
+    assert not app.exception
+    assert app.session_state["photo"] is None
+    assert any(t.startswith("Pick a sample, upload a photo") for t in texts(app.info))
+
+
+def test_explore_reads_the_photos_own_quality(app, photo_png):
+    """Before any slider: the uploaded photo's noise, blur, blocking and exposure, in one line
+    and in sentences; a photo that already carries 3% salt-and-pepper at the resolution where
+    it is measured (224 px) says so."""
+    from dermcore.corruptions import salt_and_pepper
+    from dermcore.imageio import encode_png
+
+    (expander,) = [e for e in app.expander if "This photo as it came" in e.label]
+    assert "no noise" in expander.label
+    noisy = salt_and_pepper(lesion_photo(height=224, width=224), 0.03, rng=np.random.default_rng(0))
+    upload(app, encode_png(noisy), name="noisy.png")
+    assert not app.exception
+    (expander,) = [e for e in app.expander if "This photo as it came" in e.label]
+    assert "no noise" not in expander.label
+    sentences = " ".join(texts(expander.markdown))
+    assert "salt-and-pepper" in sentences and "%" in sentences
+
+
+def test_compare_all_models_on_one_photo(app, photo_png, tiny_weights_dir):
+    """Every model on the same photo and corruption, each with its answers and heatmap, and one
+    line saying which held their clean answer."""
+    flips, _ = _flip_cases(tiny_weights_dir)
+    upload(app, photo_png)
+    app.toggle(key="explore_compare").set_value(True)
+    app.slider(key="explore_noise").set_value(flips).run()
+    assert not app.exception
+    headers = [t for t in texts(app.markdown) if t.startswith("**tiny-")]
+    assert [h.split("**")[1] for h in headers] == [
+        "tiny-clean (test fixture)",
+        "tiny-noise (test fixture)",
+    ]
+    (line,) = [t for t in texts(app.markdown) if "Changed it:" in t]
+    assert "salt-and-pepper" in line
+    assert "tiny-clean (test fixture)" in line.split("Changed it:")[1]  # flips at this density
+    assert not [t for t in texts(app.markdown) if t.startswith("Clean: **")]  # replaces the views
+
+
+def test_a_file_over_the_limit_says_what_happened_and_the_limit(app):
+    """Files up to the server's 200 MB reach the app, which refuses those over 50 MB with a
+    sentence naming the limit (the uploader's own check would only mark the file red)."""
+    import tomllib
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] > 50
+    upload(app, b"\xff\xd8" + bytes(50_000_100), name="huge.jpg")
+    assert not app.exception
+    (error,) = texts(app.error)
+    assert error.startswith("huge.jpg: This file is too large") and "the limit is 50 MB" in error
+    assert "up to 50 MB" in app.file_uploader(key="explore_upload").help

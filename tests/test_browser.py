@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -130,10 +131,17 @@ def wait_idle(page) -> None:
 
 
 def open_with_photo(page, url: str, photo_path: Path) -> None:
-    """Load the app, upload the photo and wait until its predictions are drawn."""
+    """Load the app (it opens on a shipped sample), upload the photo and wait until its
+    predictions are drawn."""
+    from PIL import Image
+
+    width, height = Image.open(photo_path).size
     page.goto(url)
-    page.get_by_text("Upload a photo (or take one) to begin.").wait_for()
+    page.locator(f"{PREDICTIONS} svg text").first.wait_for()
+    wait_idle(page)
+    page.locator(".st-key-explore_source button", has_text="Upload").click()
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(photo_path)
+    page.get_by_text(f"{width}×{height} px", exact=True).wait_for()
     page.locator(f"{PREDICTIONS} svg text").first.wait_for()
     wait_idle(page)
 
@@ -169,25 +177,103 @@ def test_upload_move_noise_slider_and_see_predictions_update(tiny_weights_dir, p
         open_with_photo(page, url, photo_path)
         assert page.locator(FAILURES).count() == 0
         slider = page.locator(NOISE_SLIDER)
-        assert slider.get_attribute("aria-valuetext") == "1.0%"
-        at_one_percent = page.evaluate(PREDICTIONS_SIGNATURE)
+        assert slider.get_attribute("aria-valuetext") == "0.0%"
+        at_zero = page.evaluate(PREDICTIONS_SIGNATURE)
 
         slider.focus()
         assert press_and_wait_for_update(page, "ArrowRight") < 30
-        for _ in range(9):
+        for _ in range(19):
             page.keyboard.press("ArrowRight")
         assert slider.get_attribute("aria-valuetext") == "2.0%"
-        page.get_by_text("2% salt-and-pepper (3:1)").first.wait_for()  # the callout or caption
+        page.get_by_text("2% salt-and-pepper (3:1)").first.wait_for()  # the answer line
         wait_idle(page)
 
-        assert page.evaluate(PREDICTIONS_SIGNATURE) != at_one_percent
-        assert "Corrupted prediction" in page.locator(PREDICTIONS).inner_text()
+        assert page.evaluate(PREDICTIONS_SIGNATURE) != at_zero
+        assert "Corrupted:" in page.locator(".st-key-explore_answers").inner_text()
         assert page.locator(FAILURES).count() == 0
         save_screenshot(page, tmp_path / "explore.png")
         if target := os.environ.get("DERM_SCREENSHOT"):
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             save_screenshot(page, Path(target))
     assert (tmp_path / "explore.png").stat().st_size > 10_000
+
+
+# ---- a presenter's session ------------------------------------------------------------------
+
+APP_HOSTS = {"127.0.0.1", "localhost"}
+ONE_SCREEN = (  # what must be visible together, without scrolling, on a 1366x768 screen
+    ".st-key-explore_noise",
+    ".st-key-explore_blur",
+    ".st-key-explore_views img",
+    ".st-key-explore_answers",
+)
+
+
+def bottoms(page, selector: str) -> list[float]:
+    """The bottom edge (px from the top of the viewport) of every element matching selector."""
+    return page.evaluate(
+        "(s) => [...document.querySelectorAll(s)].map(e => e.getBoundingClientRect().bottom)",
+        selector,
+    )
+
+
+def clipped_texts(page, selector: str) -> list[str]:
+    """Texts under selector whose box is narrower than their text (cut off with an ellipsis)."""
+    return page.evaluate(
+        """(s) => [...document.querySelectorAll(s)]
+            .filter(e => e.offsetWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+            .map(e => e.innerText)""",
+        selector,
+    )
+
+
+def test_a_presenters_session(tiny_weights_dir, tmp_path):
+    """Samples out of the box; photo, controls, heatmaps and answers on one 1366x768 screen;
+    the robustness curve shown twice; settings kept across pages; readable at 800 px; and no
+    request to any host but the app's own."""
+    requests = []
+    with (
+        streamlit_server(tiny_weights_dir, tmp_path / "streamlit.log") as url,
+        chromium_page(width=1366, height=680) as page,  # 768 less the browser's bars
+    ):
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(url)
+        page.locator(f"{PREDICTIONS} svg text").first.wait_for()  # a shipped sample, explained
+        wait_idle(page)
+        sample = page.locator(".st-key-explore_sample input").input_value()
+        assert sample.startswith("Acne · Roboflow")  # the first sample: true class and source
+        for selector in ONE_SCREEN:
+            edges = bottoms(page, selector)
+            assert edges, selector
+            assert max(edges) <= 680, (selector, edges)
+
+        page.locator(NOISE_SLIDER).focus()
+        for _ in range(30):
+            page.keyboard.press("ArrowRight")
+        page.get_by_text("3% salt-and-pepper (3:1)").first.wait_for()
+        wait_idle(page)
+        for _ in range(2):  # the same curve twice: the second comes from the cache
+            page.get_by_role("link", name="Robustness curve").click()
+            page.get_by_text("Against Gaussian blur").wait_for()
+            wait_idle(page)
+            assert page.locator(FAILURES).count() == 0
+            page.get_by_role("link", name="Explore").click()
+            page.locator(f"{PREDICTIONS} svg text").first.wait_for()
+            wait_idle(page)
+            assert page.locator(NOISE_SLIDER).get_attribute("aria-valuetext") == "3.0%"
+
+        page.set_viewport_size({"width": 800, "height": 900})
+        wait_idle(page)
+        page.wait_for_timeout(500)
+        assert (
+            clipped_texts(page, ".st-key-explore_answers p, [data-testid=stDownloadButton] p") == []
+        )
+        assert page.locator(FAILURES).count() == 0
+        if target := os.environ.get("DERM_SCREENSHOT_800"):
+            page.screenshot(path=target)
+
+    hosts = {urllib.parse.urlsplit(u).hostname for u in requests if u.startswith("http")}
+    assert requests and hosts <= APP_HOSTS, hosts - APP_HOSTS
 
 
 def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
@@ -201,7 +287,6 @@ def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
         chromium_page() as page,
     ):
         page.goto(url)
-        page.get_by_text("Upload a photo (or take one) to begin.").wait_for()
         page.locator("[data-testid=stSidebarNav]").get_by_text("Your photos").click()
         page.get_by_text("Drop a zip with a folder of photos per class").wait_for()
         page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(archive)

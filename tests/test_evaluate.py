@@ -19,7 +19,7 @@ from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import Predictor
 from dermcore.labels import CLASSES
 from dermcore.models import build_model
-from training import evaluate, metrics
+from training import conditions, eval_data, eval_report, evaluate, metrics
 
 C = len(CLASSES)
 
@@ -260,7 +260,7 @@ def test_two_runs_with_one_seed_give_byte_identical_json(two_runs):
 def test_reports_hold_every_condition_with_consistent_metrics(two_runs):
     first, _, _ = two_runs
     test = json.loads((first / "clean" / "test.json").read_text())
-    assert set(test["conditions"]) == set(evaluate.CONDITIONS)
+    assert set(test["conditions"]) == set(conditions.CONDITIONS)
     assert test["probabilities"] == "temperature_scaled"
     for name, result in test["conditions"].items():
         cm = np.array(result["confusion_matrix"])
@@ -269,7 +269,7 @@ def test_reports_hold_every_condition_with_consistent_metrics(two_runs):
         assert result["family"] in {"clean", "noise", "blur", "motion", "jpeg", "exposure"}
         assert 0 <= result["flip_rate"] <= 1 and 0 <= result["ece"] <= 1
         assert sum(result["reliability"]["count"]) == 10
-        assert all(len(c["fpr"]) <= evaluate.ROC_POINTS for c in result["roc"] if c)
+        assert all(len(c["fpr"]) <= eval_report.ROC_POINTS for c in result["roc"] if c)
     assert test["conditions"]["clean"]["flip_rate"] == 0
     assert [p["severity"] for p in test["sweeps"]["noise"]] == [
         0,
@@ -338,11 +338,13 @@ def test_identity_corruption_flips_nothing(workspace):
     predictor = Predictor(model, card.arch, card.get_preprocessing(), classes=card.classes)
     rng = np.random.default_rng(3)
     images = np.stack([cv2.resize(_photo(rng, k % C), (INPUT, INPUT)) for k in range(10)])
-    image_set = evaluate.ImageSet("test", [""] * 10, np.arange(10) % C, [""] * 10, images)
-    identity = evaluate.Condition(
+    image_set = eval_data.ImageSet("test", [""] * 10, np.arange(10) % C, [""] * 10, images)
+    identity = conditions.Condition(
         "sp_upto0", "noise", 0.0, max_density=0.0
     )  # runs apply_corruption
-    run = evaluate.run_grid(predictor, [image_set], [evaluate.CONDITIONS["clean"], identity], 0, 4)
+    run = conditions.run_grid(
+        predictor, [image_set], [conditions.CONDITIONS["clean"], identity], 0, 4
+    )
     clean, same = run.logits["clean"]["test"], run.logits["sp_upto0"]["test"]
     np.testing.assert_array_equal(clean, same)
     assert metrics.flip_rate(clean.argmax(1), same.argmax(1)) == 0.0
@@ -354,28 +356,28 @@ def test_per_image_corruption_ignores_batching_and_leaves_input_alone():
     before = images.copy()
     owners = [("test", i) for i in range(6)]
     for name in ("sp_upto5", "motion10", "jpeg30"):
-        condition = evaluate.CONDITIONS[name]
-        whole = evaluate.corrupt_batch(images, condition, 7, owners)
+        condition = conditions.CONDITIONS[name]
+        whole = conditions.corrupt_batch(images, condition, 7, owners)
         halves = np.concatenate(
-            [evaluate.corrupt_batch(images[:2], condition, 7, owners[:2]),
-             evaluate.corrupt_batch(images[2:], condition, 7, owners[2:])]
+            [conditions.corrupt_batch(images[:2], condition, 7, owners[:2]),
+             conditions.corrupt_batch(images[2:], condition, 7, owners[2:])]
         )  # fmt: skip
         np.testing.assert_array_equal(whole, halves)
         assert not np.array_equal(whole, images)
     np.testing.assert_array_equal(images, before)
     # one angle per image across the whole motion sweep
     angles = {
-        name: evaluate.CONDITIONS[name]
-        .spec_for(evaluate.image_rng(7, evaluate.CONDITIONS[name], "test", 2))
+        name: conditions.CONDITIONS[name]
+        .spec_for(conditions.image_rng(7, conditions.CONDITIONS[name], "test", 2))
         .motion_angle_deg
         for name in ("motion5", "motion25")
     }
     assert angles["motion5"] == angles["motion25"]
-    assert isinstance(evaluate.CONDITIONS["sp5"].spec, CorruptionSpec)
+    assert isinstance(conditions.CONDITIONS["sp5"].spec, CorruptionSpec)
 
 
 def test_val_select_scores_the_validation_split_clean_first(workspace, capsys):
-    from training import val_select
+    from training.experiments import val_select
 
     args = val_select.get_args_parser().parse_args(
         [str(workspace["card"]), "--data-root", str(workspace["data"]),
@@ -385,10 +387,10 @@ def test_val_select_scores_the_validation_split_clean_first(workspace, capsys):
     assert list(result) == ["clean", "sp5", "blur5"]
     model, card = load_checkpoint(workspace["card"])
     split = json.loads((workspace["weights"] / "split.json").read_text())["splits"]
-    val = evaluate.load_set(
+    val = eval_data.load_set(
         "val", workspace["data"], split["val"], card.classes, card.get_preprocessing()
     )
-    predictor = evaluate.batch_predictor(model, card.arch, card.get_preprocessing(), card.classes)
+    predictor = conditions.batch_predictor(model, card.arch, card.get_preprocessing(), card.classes)
     predictions = predictor.predict_logits(val.images, 8).argmax(1)
     expected = metrics.balanced_accuracy(val.labels, predictions, len(card.classes))
     assert result["clean"][0] == pytest.approx(expected)

@@ -170,15 +170,15 @@ def test_a_photo_over_the_per_photo_limit_fails_alone():
 # ---- conditions match training/evaluate.py -------------------------------------------------
 
 
-def test_conditions_and_seeding_are_evaluate_py_s():
-    from training import evaluate
+def test_conditions_and_seeding_are_the_reports():
+    from training import conditions
 
     for condition in photoset.PAPER_CONDITIONS:
-        theirs = evaluate.CONDITIONS[condition.name]
+        theirs = conditions.CONDITIONS[condition.name]
         assert condition.spec == theirs.spec
         assert condition.max_density == theirs.max_density
         ours = photoset.image_rng(7, condition.name, 3).random(4)
-        reference = evaluate.image_rng(7, theirs, photoset.SET_NAME, 3).random(4)
+        reference = conditions.image_rng(7, theirs, photoset.SET_NAME, 3).random(4)
         np.testing.assert_array_equal(ours, reference)
 
 

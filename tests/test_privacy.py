@@ -4,9 +4,11 @@ The flow runs app.py under AppTest: upload a photo, change noise and blur, gener
 downloads (the PNG figure as a click on the button would generate it, the JSON record), and draw
 the Robustness page. Around it the test watches three ways a photo could leak:
 
-- files: every file (path, size, mtime) under the repository and the temporary folder, before and
-  after. Skipped: tool caches (.venv, .git, __pycache__, ...), runs/ (training output, written
-  by training jobs that may run beside the tests) and pytest's own temporary folders.
+- files: every file (path, size, mtime) under the repository and the app's temporary folder,
+  before and after. The app under test gets a temporary folder of its own (TMPDIR and
+  tempfile.tempdir), so the check sees the app and nothing that other processes on the machine
+  write to /tmp. Skipped: tool caches (.venv, .git, __pycache__, ...), runs/ (training output,
+  written by training jobs that may run beside the tests) and pytest's own temporary folders.
 - writes: Python's audit hook reports every file this process opens for writing, anywhere.
 - text: every log record of every logger at every level (caplog alone would miss Streamlit's
   loggers, which do not propagate to the root and log at INFO), stdout and stderr at the file
@@ -64,12 +66,24 @@ def new_or_changed(before: dict, after: dict) -> list[str]:
     return sorted(path for path, stamp in after.items() if before.get(path) != stamp)
 
 
-def watched_folders(basetemp: Path) -> tuple[list[Path], set[Path]]:
-    """The folders to snapshot, and those to skip: runs/ and pytest's temporary folders (all of
-    this user's pytest runs when they share a pytest-of-<user> parent)."""
+def watched_folders(basetemp: Path, app_temp: Path) -> tuple[list[Path], set[Path]]:
+    """The folders to snapshot (the repository, the working folder and the app's own temporary
+    folder), and those to skip below them: runs/ and pytest's temporary folders (all of this
+    user's pytest runs when they share a pytest-of-<user> parent)."""
     pytest_temp = basetemp.parent if basetemp.parent.name.startswith("pytest-of-") else basetemp
-    roots = {REPO.resolve(), Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()}
+    roots = {REPO.resolve(), Path.cwd().resolve(), app_temp.resolve()}
     return sorted(roots), {(REPO / "runs").resolve(), pytest_temp.resolve()}
+
+
+@pytest.fixture
+def app_temp(tmp_path_factory, monkeypatch) -> Path:
+    """A temporary folder for the app under test alone: TMPDIR and tempfile's cached default
+    point at it for the test."""
+    folder = tmp_path_factory.mktemp("app-tmp")
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    assert Path(tempfile.gettempdir()) == folder
+    return folder
 
 
 _opened_for_writing: list[str] | None = None  # a list only while a test records
@@ -222,22 +236,30 @@ PHOTO_NAME = "jane-doe-1957-03-14.png"  # a file name can name the patient too
 
 
 def test_the_whole_flow_leaves_no_trace_of_the_photo(
-    tiny_weights_dir, photo_png, tmp_path_factory, media_managers, capfdbinary, recwarn, monkeypatch
+    tiny_weights_dir,
+    photo_png,
+    tmp_path_factory,
+    app_temp,
+    media_managers,
+    capfdbinary,
+    recwarn,
+    monkeypatch,
 ):
     monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
     import matplotlib.font_manager  # noqa: F401  (matplotlib's font cache is built here, if at all)
 
-    roots, skipped = watched_folders(tmp_path_factory.getbasetemp())
+    roots, skipped = watched_folders(tmp_path_factory.getbasetemp(), app_temp)
     before = snapshot(roots, skipped)
     with files_opened_for_writing() as written, every_log_record() as logs:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+        at.segmented_control(key="explore_source").set_value("Upload").run()
         at.file_uploader(key="explore_upload").set_value((PHOTO_NAME, photo_png, "image/png"))
         at.run()
         at.slider(key="explore_noise").set_value(3.0)
         at.select_slider(key="explore_blur").set_value(5)
         at.run()
         assert not at.exception and not at.error
-        assert [m.label for m in at.metric][0] == "Clean prediction"
+        assert [m.label for m in at.metric] == ["Same focus", "Shared hot spots"]
         files = downloads(at, *media_managers[-1])
         preview = at.session_state["photo"].preview_png
         at.switch_page("pages/robustness.py").run()
@@ -263,10 +285,10 @@ def test_the_whole_flow_leaves_no_trace_of_the_photo(
     assert leaked(needles, texts, out + err) == []
 
 
-def test_the_checks_see_a_leak(photo_png, tmp_path_factory, capfdbinary):
-    """The watchers above, shown a photo written to the temporary folder, logged as base64 at
-    DEBUG by a logger that does not propagate, and written raw to stderr."""
-    roots, skipped = watched_folders(tmp_path_factory.getbasetemp())
+def test_the_checks_see_a_leak(photo_png, tmp_path_factory, app_temp, capfdbinary):
+    """The watchers above, shown a photo written to the app's temporary folder, logged as base64
+    at DEBUG by a logger that does not propagate, and written raw to stderr."""
+    roots, skipped = watched_folders(tmp_path_factory.getbasetemp(), app_temp)
     leak = Path(tempfile.gettempdir(), f"derm-privacy-check-{os.getpid()}.png")
     quiet = logging.getLogger("streamlit.privacy_check")  # INFO and no propagation, as Streamlit's
     quiet.setLevel(logging.INFO)
@@ -290,7 +312,7 @@ def test_the_checks_see_a_leak(photo_png, tmp_path_factory, capfdbinary):
 
 
 def test_the_photo_zip_flow_leaves_no_trace_of_the_photos(
-    tiny_weights_dir, tmp_path_factory, media_managers, capfdbinary, recwarn, monkeypatch
+    tiny_weights_dir, tmp_path_factory, app_temp, media_managers, capfdbinary, recwarn, monkeypatch
 ):
     """Your photos: upload a zip of patient-named photos, score every model, generate both
     summaries. Watched as the flow above."""
@@ -304,7 +326,7 @@ def test_the_photo_zip_flow_leaves_no_trace_of_the_photos(
         for name, data in labelled_photos({"Acne": 3, "Urticaria": 2}, seed=5).items()
     }
     archive = zip_bytes(photos)
-    roots, skipped = watched_folders(tmp_path_factory.getbasetemp())
+    roots, skipped = watched_folders(tmp_path_factory.getbasetemp(), app_temp)
     before = snapshot(roots, skipped)
     with files_opened_for_writing() as written, every_log_record() as logs:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()

@@ -22,11 +22,13 @@ from dermcore.imageio import load_image
 from dermcore.labels import CLASSES
 from dermcore.models import build_model, get_arch, get_module
 from dermcore.preprocessing import Preprocessing
-from training import dann, dro, probe, report
 from training import data as D
+from training import engine, report, seed_run
 from training import train as T
 from training.augment import AugmentConfig, augment, corrupt_for_training, robust_spec
-from training.lr_find import lr_find
+from training.config import ADDED_FIELDS, TrainConfig
+from training.experiments import dann, dro, probe
+from training.lr_find import LRFindResult, lr_find
 from training.schedules import (
     cycle_lengths,
     cycle_starts,
@@ -96,7 +98,7 @@ def dataset_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def restore_torch_globals():
-    """train.seed_everything() switches on deterministic algorithms; keep other tests unaffected."""
+    """engine.seed_everything() switches on deterministic algorithms; keep other tests unaffected."""
     deterministic, rng = torch.are_deterministic_algorithms_enabled(), torch.get_rng_state()
     yield
     torch.use_deterministic_algorithms(deterministic)
@@ -441,11 +443,11 @@ def lite0():
 def test_frozen_phase_changes_only_the_head(lite0):
     model = build_model("efficientnet_lite0", pretrained=False)
     model.load_state_dict(lite0.state_dict())
-    config = T.TrainConfig()
-    T.configure_phase(model, config.arch, "frozen")
+    config = TrainConfig()
+    engine.configure_phase(model, config.arch, "frozen")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = T.build_optimizer(model, config, "frozen", 0.5)
-    T.train_one_epoch(
+    optimizer = engine.build_optimizer(model, config, "frozen", 0.5)
+    engine.train_one_epoch(
         model,
         random_batches(3),
         optimizer,
@@ -466,10 +468,10 @@ def test_frozen_phase_changes_only_the_head(lite0):
 
 def test_full_phase_has_discriminative_rates_in_the_optimizer():
     model = build_model("efficientnet_lite0", pretrained=False)
-    config = T.TrainConfig()
-    T.configure_phase(model, config.arch, "full")
-    optimizer = T.build_optimizer(model, config, "full", 0.09)
-    T.train_one_epoch(
+    config = TrainConfig()
+    engine.configure_phase(model, config.arch, "full")
+    optimizer = engine.build_optimizer(model, config, "full", 0.09)
+    engine.train_one_epoch(
         model,
         random_batches(1),
         optimizer,
@@ -511,9 +513,9 @@ def test_lr_range_test_is_recorded_with_lr_and_changes_no_training_draw(
     assert card["training"]["lr"]["phase1"] == 0.05 and card["training"]["lr"]["source"] == "--lr"
     assert card["training"]["lr"]["suggested_lr"] > 0
 
-    stub = T.LRFindResult([1e-3], [1.0], [1.0], 1e-4, 1e-3, None, False)
-    monkeypatch.setattr(T, "run_lr_find", lambda *a, **k: stub)
-    monkeypatch.setattr(T, "write_lr_find", lambda *a, **k: None)
+    stub = LRFindResult([1e-3], [1.0], [1.0], 1e-4, 1e-3, None, False)
+    monkeypatch.setattr(seed_run, "run_lr_find", lambda *a, **k: stub)
+    monkeypatch.setattr(seed_run, "write_lr_find", lambda *a, **k: None)
     run_main(*run_args(dataset_root, tmp_path / "stub", *args))
     a = torch.load(real / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "stub/runs/clean/seed0/last.pt", weights_only=False)["model"]
@@ -534,7 +536,7 @@ def test_resume_continues_bit_identically_and_ships_the_median_seed(dataset_root
     # A run started before a config field existed holds the value the code then used.
     stopped = split / "runs/clean/seed0/last.pt"
     state = torch.load(stopped, weights_only=False)
-    for field in T.ADDED_FIELDS:
+    for field in ADDED_FIELDS:
         del state["config"][field]
     torch.save(state, stopped)
     with pytest.raises(SystemExit, match=r"configuration \(robust_clean_share\)"):
@@ -708,11 +710,11 @@ def test_classification_report_averages_over_present_classes_only():
 def test_frozen_batchnorm_in_phase_two_keeps_running_stats_but_learns_affine():
     torch.manual_seed(0)
     model = build_model("efficientnet_lite0", pretrained=False)
-    config = T.TrainConfig(bn="frozen")
-    T.configure_phase(model, config.arch, "full")
+    config = TrainConfig(bn="frozen")
+    engine.configure_phase(model, config.arch, "full")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = T.build_optimizer(model, config, "full", 0.5)
-    T.train_one_epoch(
+    optimizer = engine.build_optimizer(model, config, "full", 0.5)
+    engine.train_one_epoch(
         model,
         random_batches(1),
         optimizer,
@@ -733,7 +735,7 @@ def test_frozen_batchnorm_in_phase_two_keeps_running_stats_but_learns_affine():
 
 
 def test_wise_ft_interpolates_floats_and_keeps_integer_buffers():
-    from training.wise_ft import interpolate
+    from training.experiments.wise_ft import interpolate
 
     torch.manual_seed(0)
     probe = {"w": torch.randn(3, 4), "bn.num_batches_tracked": torch.tensor(0)}
@@ -810,7 +812,7 @@ def test_group_dro_run_logs_the_worst_group_and_resumes_its_weights(dataset_root
 
 
 def test_keep_study_scores_each_rule_on_the_half_it_did_not_choose_on(tmp_path):
-    from training import keep_study
+    from training.experiments import keep_study
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 30)

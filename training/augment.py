@@ -164,8 +164,8 @@ def corrupt_for_training(
             Applied in camera order by dermcore.corruptions.apply_corruption. The robust
             model also has the impulse filter (dermcore.preprocessing.remove_impulses) in
             front of its network, so its noisy images reach the network filtered; with it, a
-            lighter mix keeps more clean accuracy (training/README.md: session 2 used half
-            clean, session 3 a third clean without the filter).
+            lighter mix keeps more clean accuracy than the mixes measured without it (half
+            clean; a third clean), training/README.md, "The robust model's corruption mix".
     """
     if mode == "none":
         return image

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import itertools
 import logging
 import math
 import sys
@@ -37,9 +38,24 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: `python training/lr_find.py`
     sys.path.insert(0, str(REPO))
 
-from training.schedules import exponential_sweep  # noqa: E402
+# The imports below need the sys.path line above:
+# ruff: noqa: E402
+from dermcore.models import get_arch, get_module
+from training.config import RunPaths, TrainConfig
+from training.distributed import Dist
+from training.engine import (
+    build_optimizer,
+    configure_phase,
+    create_model,
+    resolve_device,
+    seed_everything,
+)
+from training.loaders import Data, make_train_loader, prepare_data
+from training.schedules import exponential_sweep
 
 log = logging.getLogger("lr_find")
+
+LR_FIND_EPOCH = 1_000_000  # sampler/augmentation stream of the LR test, apart from real epochs
 
 
 @dataclass
@@ -190,6 +206,78 @@ def write_lr_find(result: LRFindResult, out_dir: str | Path, title: str = "LR ra
     plt.close(fig)
 
 
+# --- the range test of a training run ---------------------------------------------------------
+
+
+def run_lr_find(
+    model: nn.Module,
+    config: TrainConfig,
+    data: Data,
+    device: torch.device,
+    *,
+    phase: str = "frozen",
+    seed: int = 0,
+) -> LRFindResult:
+    """The range test on the model as phase `phase` would train it; model state is restored.
+
+    Phase 1 trains only the head on a backbone frozen in eval mode, so the head's inputs do not
+    depend on the rate: they are computed once for `lr_find_batches` mini-batches and the head
+    alone is swept over them, cycling (the same losses as a full sweep over those batches, for
+    a fraction of the forward passes). Phase 2 sweeps the whole model over fresh batches.
+    """
+    configure_phase(model, config.arch, phase)
+    optimizer = build_optimizer(model, config, phase, 1.0)
+    loader, sampler = make_train_loader(config, data, seed)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    def batches():  # fresh draws on every pass, in a stream apart from the training epochs
+        for epoch in itertools.count(LR_FIND_EPOCH):
+            sampler.set_epoch(epoch)
+            yield from ((x, y) for x, y, _ in loader)
+
+    swept, sweep_batches = model, batches()
+    if phase == "frozen":
+        swept = get_module(model, get_arch(config.arch).head)
+        count = min(config.lr_find_batches, config.lr_find_iters)
+        sweep_batches = head_inputs(model, swept, sweep_batches, count, device)
+    return lr_find(
+        swept,
+        sweep_batches,
+        optimizer,
+        criterion,
+        start_lr=config.lr_find_start,
+        end_lr=config.lr_find_end,
+        num_iter=config.lr_find_iters,
+        device=device,
+        autocast_dtype=torch.float16 if device.type == "cuda" else None,
+    )
+
+
+@torch.no_grad()
+def head_inputs(
+    model: nn.Module, head: nn.Module, batches: Iterable, count: int, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(float (N, F) features entering `head`, int64 (N,) targets)] for `count` batches."""
+    captured = []
+
+    def keep_input(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        captured.append(inputs[0].detach().float())
+
+    handle = head.register_forward_hook(keep_input)
+    try:
+        out = []
+        for _, (inputs, targets) in zip(range(count), batches, strict=False):
+            with torch.autocast(device.type, torch.float16, enabled=device.type == "cuda"):
+                model(inputs.to(device))
+            out.append((captured.pop(), targets))
+        return out
+    finally:
+        handle.remove()
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -264,9 +352,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> LRFindResult:
-    from training import train  # the training script owns data and model set-up
-
-    config = train.TrainConfig(
+    config = TrainConfig(
         arch=args.arch,
         batch_size=args.batch_size,
         train_size=args.train_size,
@@ -274,14 +360,12 @@ def main(args: argparse.Namespace) -> LRFindResult:
         lr_find_end=args.end_lr,
         lr_find_iters=args.num_iter,
     )
-    paths = train.RunPaths.from_args(args.data_root, args.split_file, args.cache_dir)
-    train.seed_everything(args.seed)
-    data = train.prepare_data(config, paths)
-    model = train.create_model(config, args.weights_path, pretrained=True)
-    device = train.resolve_device(args.device, train.Dist())
-    result = train.run_lr_find(
-        model.to(device), config, data, device, phase=args.phase, seed=args.seed
-    )
+    paths = RunPaths.from_args(args.data_root, args.split_file, args.cache_dir)
+    seed_everything(args.seed)
+    data = prepare_data(config, paths)
+    model = create_model(config, args.weights_path, pretrained=True)
+    device = resolve_device(args.device, Dist())
+    result = run_lr_find(model.to(device), config, data, device, phase=args.phase, seed=args.seed)
     out = args.out if args.out.is_absolute() else REPO / args.out
     write_lr_find(result, out, title=f"LR range test, {args.arch}, {args.phase}")
     log.info(

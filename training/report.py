@@ -28,7 +28,8 @@ from training.data import SPLITS, display_path
 from training.distributed import Dist
 
 if TYPE_CHECKING:
-    from training.train import Data, TrainConfig
+    from training.config import TrainConfig
+    from training.loaders import Data
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_auroc")
 CORRUPTION_WORDS = {

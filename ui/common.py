@@ -6,6 +6,7 @@ keeps the few session_state entries that cross pages (the chosen model, the curr
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import re
@@ -18,6 +19,7 @@ import streamlit as st
 from dermcore.checkpoint import CheckpointError, ModelCard, list_cards, read_card
 from dermcore.comparison import NOTICE as NOTICE  # re-exported for app.py
 from dermcore.explain import Predictor
+from dermcore.imageio import SUPPORTED_EXTENSIONS
 from dermcore.malloc import fix_mmap_threshold
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -45,9 +47,126 @@ def weights_dir() -> Path:
 
 
 def samples_dir() -> Path | None:
-    """DERM_SAMPLES_DIR when it names an existing folder, else None (the gallery is hidden)."""
+    """DERM_SAMPLES_DIR when it names an existing folder (a gallery of one's own, shown after the
+    shipped samples), else None."""
     value = os.environ.get("DERM_SAMPLES_DIR")
     return Path(value) if value and Path(value).is_dir() else None
+
+
+SHIPPED_SAMPLES_DIR = APP_DIR / "samples"
+# Why two classes have no shipped sample (samples/README.md says the same).
+NO_SAMPLE_NOTE = (
+    "No sample of Crust or Ulcer ships: every photo of them in the training data comes from "
+    "sources without a licence that allows redistribution."
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    caption: str  # "Acne · Roboflow 'Acne Dataset' (CC BY 4.0)": the true class and the source
+    label: str | None  # the true class where the attribution file says it
+
+
+def sample_photos() -> list[Sample]:
+    """The shipped samples (captions from samples/ATTRIBUTION.csv), then DERM_SAMPLES_DIR's
+    photos (captioned by file name)."""
+    samples = _attributed(SHIPPED_SAMPLES_DIR)
+    if (folder := samples_dir()) is not None and folder.resolve() != SHIPPED_SAMPLES_DIR:
+        suffixes = {f".{ext}" for ext in SUPPORTED_EXTENSIONS}
+        own = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)[:24]
+        samples += [Sample(p, f"{p.stem} · your folder", None) for p in own]
+    return samples
+
+
+def _attributed(folder: Path) -> list[Sample]:
+    table = folder / "ATTRIBUTION.csv"
+    if not table.is_file():
+        return []
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        Sample(
+            folder / row["file"],
+            f"{row['label']} · {row['source_name']} ({_licence(row)})",
+            row["label"],
+        )
+        for row in rows
+        if (folder / row["file"]).is_file()
+    ]
+
+
+def _licence(row: dict) -> str:
+    return "CC BY 4.0" if row["licence"].startswith("CC BY 4.0") else row["licence"]
+
+
+# Plain names for the shipped models, one line each on what they are; the sidebar picker and the
+# Results page use the same names. A card this table does not know keeps its own title.
+MODEL_NAMES = {
+    "clean": ("Clean", "Fine-tuned on clean photos, as in the paper."),
+    "noise-trained": (
+        "Noise-trained",
+        "Fine-tuned on photos with salt-and-pepper noise added (the paper's Table 5).",
+    ),
+    "robust": (
+        "Robust (impulse filter)",
+        "Fine-tuned on a mix of clean and degraded photos, with a filter in front that removes "
+        "salt-and-pepper pixels.",
+    ),
+}
+
+
+def model_name(card: ModelCard) -> str:
+    """'Clean', 'Noise-trained', 'Robust (impulse filter)', else the card's title or name."""
+    if card.name in MODEL_NAMES:
+        return MODEL_NAMES[card.name][0]
+    return _OLD_TITLE_SCORE.sub("", card.title or "") or card.name
+
+
+def model_blurb(card: ModelCard) -> str | None:
+    """One line on what the model is, for the shipped ones."""
+    return MODEL_NAMES[card.name][1] if card.name in MODEL_NAMES else None
+
+
+# Less empty space above each page's header than Streamlit's default (6rem), so a 768-px-tall
+# screen shows the controls and both answers at once; and below 1100 px of window, the columns
+# of any container keyed "wrap_..." wrap one under the other. A <style>-only st.html takes no
+# space.
+COMPACT_PAGE = (
+    "<style>.stMainBlockContainer { padding-top: 2.5rem; }"
+    "@media (max-width: 1100px) {"
+    ' [class*="st-key-wrap_"] > div > [data-testid=stHorizontalBlock] { flex-wrap: wrap; }'
+    ' [class*="st-key-wrap_"] > div > [data-testid=stHorizontalBlock] > [data-testid=stColumn]'
+    " { min-width: 100%; } }</style>"
+)
+
+
+def page_header(title: str, question: str) -> None:
+    """The page's title with the notice beside it, and one line on what the page answers."""
+    st.html(COMPACT_PAGE)
+    st.markdown(f"### {title} &nbsp; :orange-badge[:material/school: {NOTICE}]")
+    st.caption(question)
+
+
+KEPT_PREFIX = "kept_"  # session_state[KEPT_PREFIX + key]: a widget's last value, kept
+
+
+def restore_widgets(defaults: dict) -> None:
+    """Before a page draws its widgets: each widget key that Streamlit dropped (it forgets the
+    values of widgets a run did not draw, and a page switch forgets those drawn inside a
+    fragment) gets back its last kept value, else its default. Widgets then take their value
+    from session_state only (no `value=` argument), so no value conflicts with a default."""
+    for key, default in defaults.items():
+        if key not in st.session_state:
+            st.session_state[key] = st.session_state.get(KEPT_PREFIX + key, default)
+
+
+def remember_widgets(keys) -> None:
+    """After a page (or fragment) has drawn its widgets: keep their values in plain session
+    state, which outlives page switches."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[KEPT_PREFIX + key] = st.session_state[key]
 
 
 _OLD_TITLE_SCORE = re.compile(r" \(test balanced accuracy [0-9.]+\)$")
@@ -63,11 +182,11 @@ class ModelEntry:
 
     @property
     def label(self) -> str:
-        """The card's title for pickers, which show the score beside it: without the
-        "(test balanced accuracy 0.79)" that cards written before session 5 end their title with."""
+        """The plain name for pickers and captions (model_name); older cards end their title
+        with "(test balanced accuracy 0.79)", which is dropped."""
         if self.card is None:
             return Path(self.path).stem
-        return _OLD_TITLE_SCORE.sub("", self.card.title or "") or self.card.name
+        return model_name(self.card)
 
 
 def available_models() -> list[ModelEntry]:

@@ -11,6 +11,9 @@ live on the simplex and follow exponentiated gradient ascent on the groups' loss
 Normalising over the groups present keeps the loss on the scale of cross-entropy with batches
 of 32 that never hold all ~25 groups. Under DistributedDataParallel the group losses are summed
 over processes before q moves, so every process holds the same q.
+
+`python training/train.py --group-dro 0.01` turns it on. Off by default: it cost 6 points on
+validation and did not move SD-198 (training/experiments/README.md).
 """
 
 from __future__ import annotations

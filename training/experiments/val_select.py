@@ -1,7 +1,7 @@
 """Score checkpoints on the validation split, clean and under corruption: the numbers a recipe
 choice is made on. Never the test split, never SD-198 (those are reported once, by evaluate.py).
 
-    python training/val_select.py runs/robust/seed0/robust.json runs/exp/robust2_w/robust2.json
+    python training/experiments/val_select.py runs/robust/seed0/robust.json runs/exp/robust2_w/robust2.json
 
 Prints balanced accuracy per condition and its change from clean, one row per card.
 The corruptions are the evaluation's own conditions with its per-image seeds, applied at the
@@ -14,21 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from dermcore.checkpoint import load_checkpoint  # noqa: E402
 from dermcore.malloc import keep_freed_memory  # noqa: E402
 from training import metrics  # noqa: E402
-from training.evaluate import (  # noqa: E402
-    CONDITIONS,
-    batch_predictor,
-    default_data_root,
-    load_set,
-    read_split,
-    run_grid,
-)
+from training.conditions import CONDITIONS, batch_predictor, run_grid  # noqa: E402
+from training.eval_data import default_data_root, load_set, read_split  # noqa: E402
 
 DEFAULT_CONDITIONS = ["clean", "sp_upto5", "sp5", "blur5", "blur11", "motion15", "jpeg30"]
 

@@ -2,20 +2,20 @@
 2022): theta(alpha) = (1 - alpha) * theta_probe + alpha * theta_finetuned. Fine-tuning can trade
 robustness to distribution shift for in-distribution accuracy; interpolating back toward the
 ImageNet backbone recovers some of it at little in-distribution cost. Measured here as one of the
-SD-198 levers (training/README.md).
+SD-198 levers (training/experiments/README.md).
 
 The probe is the end of phase 1 of the same seed (backbone frozen, so its backbone is the ImageNet
 one), rerun bit-identically with --stop-after-epochs:
 
     python training/train.py --name clean --seeds 2 --lr 0.03 --stop-after-epochs 5 \\
         --out-dir runs/exp/lp --weights-dir runs/exp/lp_w
-    python training/wise_ft.py --probe runs/exp/lp/clean/seed2/last.pt \\
+    python training/experiments/wise_ft.py --probe runs/exp/lp/clean/seed2/last.pt \\
         --finetuned runs/clean/seed2/clean.json --alphas 0 0.25 0.5 0.75 1 --out runs/exp/wise_w
 
 Writes one checkpoint + card per alpha (`<name>-wise<alpha>`), to be scored on validation with
-training/val_select.py and reported once with training/evaluate.py. With BatchNorm statistics
-frozen in phase 2 both endpoints share the ImageNet running statistics, so the interpolation is
-of trained parameters only.
+training/experiments/val_select.py and reported once with training/evaluate.py. With BatchNorm
+statistics frozen in phase 2 both endpoints share the ImageNet running statistics, so the
+interpolation is of trained parameters only.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from dermcore.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from training.train import load_state  # noqa: E402
+from training.checkpointing import load_state  # noqa: E402
 
 
 def interpolate(probe: dict, finetuned: dict, alpha: float) -> dict:
@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> list[Path]:
                 "alpha": alpha,
                 "probe": str(args.probe),
                 "finetuned": str(args.finetuned),
-                "command": "python training/wise_ft.py " + " ".join(sys.argv[1:]),
+                "command": "python training/experiments/wise_ft.py " + " ".join(sys.argv[1:]),
             },
         }
         variant = dataclasses.replace(

@@ -19,24 +19,14 @@ run short. Here the head is an L2-regularised multinomial logistic regression
 
     weight, bias, info = fit_probe(features, labels, sample_weight, c=0.01, num_classes=10)
 
-train.py --probe-c uses it; off by default: on set A, fine-tuning from the probe lost 4-9
-points of the probe's own validation score (training/README.md).
-
-As a script it scores such a probe on the validation split (never test or SD-198), with the
-training images seen either as above or through the training augmentation, to measure what the
-augmentation costs a linear head (training/README.md, "A linear probe first"):
-
-    python training/probe.py                            # 8 views of the centre crop
-    python training/probe.py --views augment --draws 4  # 4 draws of train.py's augmentation
-    python training/probe.py --views augment --train-size 224 --no-photometric --crop-min 0.6
+`python training/train.py --probe-c 0.01` uses it (`fit_training_probe`); off by default: on
+set A, fine-tuning from the probe lost 4-9 points of the probe's own validation score
+(training/experiments/README.md). `probe_study.py` scores such probes on validation.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -44,13 +34,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(REPO))
-
-from dermcore.preprocessing import Preprocessing  # noqa: E402
+from dermcore.labels import NUM_CLASSES
+from dermcore.preprocessing import Preprocessing
+from training import data as D
+from training.augment import corrupt_for_training
+from training.config import TrainConfig
+from training.loaders import Data
+from training.lr_find import head_inputs
 
 VIEWS = 8  # the square's rotations and reflections
+PROBE_EPOCH = 2_000_000  # corruption stream of the linear probe's views, apart from real epochs
 
 
 def dihedral(images: np.ndarray, view: int) -> np.ndarray:
@@ -58,28 +51,6 @@ def dihedral(images: np.ndarray, view: int) -> np.ndarray:
     degrees, mirrored left-right for views 4-7. View 0 is the images themselves."""
     out = np.rot90(images, view % 4, axes=(1, 2))
     return out[:, :, ::-1] if view >= 4 else out
-
-
-@torch.no_grad()
-def head_inputs(
-    model: nn.Module, head: nn.Module, batches: Iterable, count: int, device: torch.device
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(float (N, F) features entering `head`, int64 (N,) targets)] for `count` batches."""
-    captured = []
-
-    def keep_input(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        captured.append(inputs[0].detach().float())
-
-    handle = head.register_forward_hook(keep_input)
-    try:
-        out = []
-        for _, (inputs, targets) in zip(range(count), batches, strict=False):
-            with torch.autocast(device.type, torch.float16, enabled=device.type == "cuda"):
-                model(inputs.to(device))
-            out.append((captured.pop(), targets))
-        return out
-    finally:
-        handle.remove()
 
 
 def head_features(
@@ -170,78 +141,29 @@ def set_linear(head: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
     head.bias.copy_(torch.from_numpy(bias))
 
 
-def main(args: argparse.Namespace) -> float:
-    """Validation balanced accuracy of a probe fitted as `args` says, on the ImageNet backbone."""
-    from dermcore.labels import NUM_CLASSES
-    from dermcore.malloc import keep_freed_memory
-    from dermcore.models import build_model, get_arch, get_module
-    from training import data as D
-    from training import metrics
-    from training.augment import AugmentConfig, augment
-    from training.train import RunPaths, TrainConfig, prepare_data
+def fit_training_probe(
+    model: nn.Module,
+    head: nn.Module,
+    config: TrainConfig,
+    data: Data,
+    seed: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """train.py --probe-c: the probe on every training image's centre crop in its 8 views,
+    corrupted as `config.train_corruption` says (seeded by (seed, PROBE_EPOCH, view, index)),
+    weighted like the training sampler. Returns fit_probe's (weight, bias, info)."""
+    rows = data.rows("train")
+    train = D.EvalDataset(data.images, rows)  # the centre crops, as validation sees them
+    images = data.images.eval_images[train.cache_index]
+    corrupt = None
+    if config.train_corruption != "none":
 
-    keep_freed_memory()
-    config = TrainConfig()
-    paths = RunPaths.from_args(args.data_root, args.split_file, args.cache_dir)
-    data = prepare_data(config, paths)
-    model = build_model(config.arch, NUM_CLASSES, pretrained=True).eval()
-    head = get_module(model, get_arch(config.arch).head)
-    device = torch.device("cpu")
-    train = D.EvalDataset(data.images, data.rows("train"))
-    if args.views == "centre":
-        images = data.images.eval_images[train.cache_index]
-        features = head_features(model, head, images, data.preprocessing, device)
-    else:
-        crop = (args.crop_min, 1.0)
-        photometric = {} if args.photometric else dict.fromkeys(PHOTOMETRIC, 0.0)
-        aug = AugmentConfig(size=args.train_size, crop_scale=crop, **photometric)
-        draws = []
-        for draw in range(args.draws):
-            batch = np.stack(
-                [
-                    augment(data.images.train_image(i), aug, np.random.default_rng([0, draw, i]))
-                    for i in train.cache_index
-                ]
+        def corrupt(image: np.ndarray, view: int, index: int) -> np.ndarray:
+            rng = np.random.default_rng([seed, PROBE_EPOCH, view, index])
+            return corrupt_for_training(
+                image, config.train_corruption, rng, config.robust_clean_share
             )
-            draws.append(head_features(model, head, batch, data.preprocessing, device, views=1))
-        features = np.concatenate(draws, axis=1)
-    weights = D.sampling_weights(data.rows("train"), config.sampling)
-    weight, bias, info = fit_probe(features, train.labels, weights, args.c, NUM_CLASSES)
-    val_images = data.images.eval_images[data.val.cache_index]
-    val = head_features(model, head, val_images, data.preprocessing, device, views=1)
-    predictions = (val[:, 0] @ weight.T + bias).argmax(1)
-    balanced = metrics.balanced_accuracy(data.val.labels, predictions, NUM_CLASSES)
-    print(f"{vars(args)} -> validation balanced accuracy {100 * balanced:.1f}% ({info})")
-    return balanced
 
-
-PHOTOMETRIC = ("brightness", "contrast", "saturation", "hue", "downscale_p", "jpeg_p")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default=None, help="set A (default: ../shared/data/train)")
-    parser.add_argument("--split-file", default="weights/split.json")
-    parser.add_argument("--cache-dir", default="runs/cache")
-    parser.add_argument("--c", type=float, default=0.01, help="inverse regularisation")
-    parser.add_argument(
-        "--views",
-        choices=["centre", "augment"],
-        default="centre",
-        help="training images as the 8 views of the evaluation centre crop, or as draws of "
-        "the training augmentation",
-    )
-    parser.add_argument("--draws", type=int, default=4, help="augmentation draws per image")
-    parser.add_argument("--train-size", type=int, default=192, help="augmented crop side, px")
-    parser.add_argument("--crop-min", type=float, default=0.35, help="random crop minimum area")
-    parser.add_argument(
-        "--no-photometric",
-        dest="photometric",
-        action="store_false",
-        help="augmentation without colour jitter, down-and-up scaling and JPEG",
-    )
-    return parser
-
-
-if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    features = head_features(model, head, images, data.preprocessing, device, corrupt=corrupt)
+    weights = D.sampling_weights(rows, config.sampling)
+    return fit_probe(features, train.labels, weights, config.probe_c, NUM_CLASSES)

@@ -13,12 +13,17 @@ photos of single-source classes (Alopecia, Crust) do not enter its loss: what re
 is style that differs between sources of one class.
 
     features (N, F) --grad x (-weight)--> MLP --> source logits (N, S), masked to the class's sources
+
+`python training/train.py --domain-adversarial 0.3` turns it on in phase 2. Off by default: at
+0.3 it changed neither validation nor SD-198 accuracy beyond seed noise
+(training/experiments/README.md).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -49,6 +54,19 @@ def adversary_weight(progress: float, max_weight: float, gamma: float = 10.0) ->
     [0, 1], so the adversary does not shake the features before it has learned anything."""
     progress = min(max(progress, 0.0), 1.0)
     return max_weight * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
+
+
+@dataclass
+class AdversaryPlan:
+    """What train_one_epoch needs for the source adversary: int64 (N_train,) source index per
+    training image, and the reversal weight at each phase-2 step (Ganin's ramp)."""
+
+    sources: torch.Tensor
+    max_weight: float
+    total_steps: int
+
+    def weight(self, step: int) -> float:
+        return adversary_weight(step / max(self.total_steps, 1), self.max_weight)
 
 
 class SourceAdversary(nn.Module):

@@ -1,14 +1,15 @@
 """How good is the epoch-selection rule? Scores `--keep` rules on held-out halves of validation.
 
 Each seed's run folder holds every epoch's validation logits (`val_logits_e<k>.npz`, written by
-train.py since session 4). A rule picks an epoch on a random half of the validation *groups*;
+train.py after every epoch). A rule picks an epoch on a random half of the validation *groups*;
 the pick is scored, as balanced accuracy, on the other half. Averaged over many random halves,
 both directions and every seed, that is the rule's expected score on photos it did not choose
 on, which the full-validation score of the `best` rule overstates by construction.
 
-    python training/keep_study.py runs/exp/keep/clean runs/exp/keep/robust --splits 200
+    python training/experiments/keep_study.py runs/exp/keep/clean runs/exp/keep/robust --splits 200
 
-Rules: best (every epoch, the shipped default), last, best-full (phase-2 epochs only).
+Rules: best (every epoch; `--keep best`), last (`--keep last`, the default since this study),
+best-full (phase-2 epochs only). Results: training/experiments/README.md.
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from dermcore.labels import NUM_CLASSES, class_index  # noqa: E402
 from training import metrics  # noqa: E402
-from training.evaluate import read_split  # noqa: E402
+from training.eval_data import read_split  # noqa: E402
 
 
 def load_epochs(seed_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(int64 (N,) labels, int64 (E, N) predicted class per epoch) from val_logits_e<k>.npz."""
     files = sorted(seed_dir.glob("val_logits_e*.npz"), key=lambda p: int(p.stem.split("_e")[1]))
     if not files:
-        raise SystemExit(f"{seed_dir}: no val_logits_e<k>.npz (rerun train.py, session 4 or later)")
+        raise SystemExit(
+            f"{seed_dir}: no val_logits_e<k>.npz (train.py writes one per epoch; rerun the seed)"
+        )
     loaded = [np.load(f) for f in files]
     return loaded[0]["labels"], np.stack([f["logits"].argmax(1) for f in loaded])
 

@@ -1,0 +1,114 @@
+"""The images an evaluation reads: the split file, the manifests, and each set decoded once to
+the model input resolution (`ImageSet`), verified against the SHA-256 recorded for each row.
+
+    split = read_split(Path("weights/split.json"))
+    test = load_set("test", data_root, split["test"], card.classes, card.get_preprocessing())
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dermcore.imageio import load_image
+from dermcore.preprocessing import Preprocessing
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class DataError(RuntimeError):
+    """Data files missing or not matching their recorded checksums; the message says what to do."""
+
+
+@dataclass
+class ImageSet:
+    """Photos decoded once to the model input resolution, with their labels."""
+
+    name: str  # seeds the per-image draws: "test", "val", "shift_sd198"
+    paths: list[str]  # relative to the data root
+    labels: np.ndarray  # int64 (N,) indices into the card's classes
+    sources: list[str]
+    images: np.ndarray  # uint8 (N, S, S, 3) at the model input size
+    table2: np.ndarray | None = None  # bool (N,): the row's condition is in the paper's Table 2
+    conditions: list[str] = field(default_factory=list)  # the source's own class name per row
+
+
+def read_split(path: Path) -> dict[str, list[dict]]:
+    """weights/split.json -> {"train"|"val"|"test": [{path, sha256, label, source, group}]}."""
+    if not path.is_file():
+        raise DataError(
+            f"The split file {path} is missing. Run training/train.py first (it writes it)."
+        )
+    data = json.loads(path.read_text())
+    splits = data.get("splits", data)
+    if "val" not in splits and "validation" in splits:
+        splits["val"] = splits["validation"]
+    missing = [name for name in ("val", "test") if not isinstance(splits.get(name), list)]
+    if missing:
+        raise DataError(f"The split file {path} has no {' or '.join(missing)} list.")
+    return splits
+
+
+def read_manifest(root: Path) -> list[dict]:
+    path = root / "manifest.csv"
+    if not path.is_file():
+        raise DataError(f"No manifest.csv in {root}; pass the data set folder (see --help).")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_set(
+    name: str,
+    root: Path,
+    rows: Sequence[dict],
+    classes: Sequence[str],
+    preprocessing: Preprocessing,
+) -> ImageSet:
+    """Read, verify (SHA-256 when the row has one) and decode rows to the model input size."""
+    images = np.empty((len(rows), preprocessing.input_size, preprocessing.input_size, 3), np.uint8)
+    for i, row in enumerate(rows):
+        path = root / row["path"]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise DataError(f"{path} is missing; is --data-root / --shift-root right?") from None
+        if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
+            raise DataError(
+                f"{path} does not match the SHA-256 recorded for it: the data changed since the "
+                "split was made. Rebuild the data or the split."
+            )
+        images[i] = preprocessing.to_input_resolution(load_image(data))
+    table2 = [row.get("table2") for row in rows]
+    return ImageSet(
+        name=name,
+        paths=[row["path"] for row in rows],
+        labels=np.array([classes.index(row["label"]) for row in rows], dtype=np.int64),
+        sources=[row.get("source", "") for row in rows],
+        images=images,
+        table2=None if None in table2 else np.array([v == "yes" for v in table2], dtype=bool),
+        conditions=[row.get("condition", "") for row in rows],
+    )
+
+
+def subset(image_set: ImageSet, mask: np.ndarray, name: str) -> ImageSet:
+    return ImageSet(
+        name=name,
+        paths=[p for p, keep in zip(image_set.paths, mask, strict=True) if keep],
+        labels=image_set.labels[mask],
+        sources=[s for s, keep in zip(image_set.sources, mask, strict=True) if keep],
+        images=image_set.images[mask],
+        table2=None if image_set.table2 is None else image_set.table2[mask],
+        conditions=[c for c, keep in zip(image_set.conditions, mask, strict=True) if keep],
+    )
+
+
+def default_data_root(name: str) -> Path | None:
+    """../shared/data/<name> beside the repository when it exists, else None."""
+    path = (REPO / ".." / "shared" / "data" / name).resolve()
+    return path if path.is_dir() else None

@@ -1,0 +1,83 @@
+"""The cached computations behind a clean-vs-corrupted view, shared by the pages that show one
+(Explore, the model comparison, Teaching). Keyed on hashes, never on pixels; no Streamlit call
+inside a cached function, so a cached result replays for every session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import streamlit as st
+
+from dermcore.comparison import Comparison
+from dermcore.corruptions import CorruptionSpec
+from dermcore.explain import Explanation, Predictor, cam_shift
+from ui import common
+
+
+@dataclass(frozen=True)
+class ExploreSettings:
+    spec: CorruptionSpec
+    where: str  # "input" or "photo", see dermcore.corruptions.corrupt_for_model
+    method: str  # key of dermcore.explain.METHODS
+    target: str | None  # class name to explain, None = each view's own top class
+    alpha: float  # heatmap opacity in [0, 1]
+    impulse_filter: bool = True  # a model with the impulse filter uses it (the switch); else moot
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def explain_view(
+    model_key: str,
+    photo_sha256: str,
+    spec_items: tuple,
+    where: str,
+    method: str,
+    target: str | None,
+    _predictor: Predictor,
+    _photo: np.ndarray,
+) -> Explanation:
+    """Prepare (corrupt) and explain one view. Keyed on hashes, not pixels: the clean view
+    (empty spec_items) is computed once per photo, model, method and target."""
+    spec = CorruptionSpec(**dict(spec_items))
+    return _predictor.explain(_predictor.prepare(_photo, spec, where), target, method)
+
+
+def compare(
+    entry: common.ModelEntry,
+    predictor: Predictor,
+    photo: common.CurrentPhoto,
+    settings: ExploreSettings,
+) -> Comparison:
+    model_key = common.model_key(entry)
+    impulse_filter = None  # the model has no filter
+    if predictor.preprocessing.impulse_filter:
+        impulse_filter = settings.impulse_filter
+        if not impulse_filter:
+            predictor = predictor.with_preprocessing(
+                replace(predictor.preprocessing, impulse_filter=False)
+            )
+            model_key += ":impulse-filter-off"
+    method, target = settings.method, settings.target
+    clean = explain_view(
+        model_key, photo.sha256, (), "input", method, target, predictor, photo.image
+    )
+    # where="input" corrupts the photo's model input, and an image already at the input size
+    # passes through to_input_resolution unchanged when resize_size == input_size: then the
+    # clean input stands in for the photo, sparing a 12 MP resize (~50 ms) per slider move.
+    source = photo.image
+    if settings.where == "input" and predictor.preprocessing.resize_size == predictor.input_size:
+        source = clean.input_image
+    spec_items = tuple(sorted(settings.spec.to_dict().items()))
+    corrupted = explain_view(
+        model_key, photo.sha256, spec_items, settings.where, method, target, predictor, source
+    )
+    return Comparison(
+        classes=predictor.classes,
+        clean=clean,
+        corrupted=corrupted,
+        spec=settings.spec,
+        where=settings.where,
+        shift=cam_shift(clean.cam, corrupted.cam),
+        impulse_filter=impulse_filter,
+    )
