@@ -287,8 +287,11 @@ def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
         chromium_page() as page,
     ):
         page.goto(url)
-        page.locator("[data-testid=stSidebarNav]").get_by_text("Your photos").click()
+        # app.py's navigation (titles, not the legacy file-name list a fresh server shows first)
+        page.locator(f"{PREDICTIONS} svg text").first.wait_for()  # the Explore page's sample
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Your photos", exact=True).click()
         page.get_by_text("Drop a zip with a folder of photos per class").wait_for()
+        assert page.locator("[data-testid=stSidebar]").get_by_text("Model", exact=True).count()
         page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(archive)
         page.get_by_text("Folder “Psoriasis” (1 photo) matches none of our ten classes").wait_for()
         page.locator(".st-key-photos_score button").click()
