@@ -10,7 +10,7 @@ re-encoded, brightened or centre-cropped copy meets its original.
 Why 4 bits: on our own data (weights/split.json over ../shared/data/train, and SD-198), every
 evaluation photo's 80%-resized, brightened, JPEG-85 copy and its 5%, 10% and 20% centre crops are
 within 4 bits of it, while none of the 2,043 train and validation photos comes within 4 bits of
-any of the 621 evaluation photos; at 8 bits, 32 of them do, all different photos of a dark
+any of the 621 evaluation photos; at 8 bits, 24 of them do, different photos of a dark
 naevus centred on plain skin. Mirrored and off-centre crops are not caught.
 """
 
