@@ -51,6 +51,12 @@ PAGES = [
         url_path="teaching-mode",
     ),
     st.Page(
+        "pages/your_photos.py",
+        title="Your photos",
+        icon=":material/folder_zip:",
+        url_path="your-photos",
+    ),
+    st.Page(
         "pages/model_data.py",
         title="Model & data",
         icon=":material/description:",

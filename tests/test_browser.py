@@ -332,3 +332,34 @@ def test_a_three_case_deck_from_start_to_tally(tiny_weights_dir, tmp_path):
         if target := os.environ.get("DERM_SCREENSHOT_TEACHING"):
             wait_idle(page)
             page.screenshot(path=target)
+
+
+def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
+    """Your photos: open the page from the sidebar, drop a small zip, score, see every model."""
+    from photo_zips import labelled_photos, zip_bytes
+
+    archive = tmp_path / "clinic.zip"
+    archive.write_bytes(zip_bytes(labelled_photos({"Acne": 3, "Urticaria": 2, "Psoriasis": 1})))
+    with (
+        streamlit_server(tiny_weights_dir, tmp_path / "streamlit.log") as url,
+        chromium_page() as page,
+    ):
+        page.goto(url)
+        # app.py's navigation (titles, not the legacy file-name list a fresh server shows first)
+        page.locator(f"{PREDICTIONS} svg text").first.wait_for()  # the Explore page's sample
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Your photos", exact=True).click()
+        page.get_by_text("Drop a zip with a folder of photos per class").wait_for()
+        assert page.locator("[data-testid=stSidebar]").get_by_text("Model", exact=True).count()
+        page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(archive)
+        page.get_by_text("Folder “Psoriasis” (1 photo) matches none of our ten classes").wait_for()
+        page.locator(".st-key-photos_score button").click()
+        page.get_by_role("tab", name="tiny-noise (test fixture)").wait_for()
+        page.get_by_text("Balanced accuracy · sp_upto5").first.wait_for()
+        page.get_by_role("button", name="Summary (JSON)").wait_for()  # the last thing drawn
+        wait_idle(page)
+        assert page.locator(FAILURES).count() == 0
+        save_screenshot(page, tmp_path / "your-photos.png")
+        if target := os.environ.get("DERM_SCREENSHOT_PHOTOS"):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            save_screenshot(page, Path(target))
+    assert (tmp_path / "your-photos.png").stat().st_size > 10_000

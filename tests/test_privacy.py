@@ -356,3 +356,53 @@ def test_the_checks_see_a_leak(photo_png, tmp_path_factory, app_temp, capfdbinar
     assert {"base64+0", "PNG signature base64"} <= found  # the log
     assert {name for name in needles if name.startswith("raw@")} <= found  # stderr
     assert "PNG signature raw" in found
+
+
+def test_the_photo_zip_flow_leaves_no_trace_of_the_photos(
+    tiny_weights_dir, tmp_path_factory, app_temp, media_managers, capfdbinary, recwarn, monkeypatch
+):
+    """Your photos: upload a zip of patient-named photos, score every model, generate both
+    summaries. Watched as the flow above."""
+    from photo_zips import labelled_photos, zip_bytes
+
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    import matplotlib.font_manager  # noqa: F401
+
+    photos = {
+        name.replace("photo-", "jane-doe-1957-"): data
+        for name, data in labelled_photos({"Acne": 3, "Urticaria": 2}, seed=5).items()
+    }
+    archive = zip_bytes(photos)
+    roots, skipped = watched_folders(tmp_path_factory.getbasetemp(), app_temp)
+    before = snapshot(roots, skipped)
+    with files_opened_for_writing() as written, every_log_record() as logs:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+        at.switch_page("pages/your_photos.py").run()
+        at.file_uploader(key="photos_upload").set_value(
+            ("jane-doe-clinic.zip", archive, "application/zip")
+        )
+        at.run()
+        at.button(key="photos_score").click().run()
+        assert not at.exception and not at.error
+        assert len(at.tabs) == 2
+        files = downloads(at, *media_managers[-1])
+    after = snapshot(roots, skipped)
+    out, err = capfdbinary.readouterr()
+
+    assert sorted(Path(name).suffix for name in files) == [".json", ".png"]
+    (png,) = (data for name, data in files.items() if name.endswith(".png"))
+    (record,) = (data for name, data in files.items() if name.endswith(".json"))
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+    assert not any("jane-doe" in name for name in files)
+    needles = traces(archive) | {"file name": b"jane-doe"}
+    for name, data in photos.items():
+        needles |= {f"{name} {key}": value for key, value in traces(data, windows=2).items()}
+    assert leaked(needles | ANY_PNG, [record.decode()], b"") == []
+    for data in photos.values():  # the summary figure draws no photo
+        assert leaked(traces(data, windows=2), [], png) == []
+
+    assert new_or_changed(before, after) == []
+    assert written == []
+    assert logs, "no log record was seen: the log capture is broken"
+    texts = logs + [str(warning.message) for warning in recwarn]
+    assert leaked(needles | ANY_PNG | png_traces(png, "download"), texts, out + err) == []
