@@ -72,6 +72,9 @@ class ModelReports:
     drift: dict | None = None
     training_curves: list[dict] = field(default_factory=list)
     lr_find: list[dict] = field(default_factory=list)
+    # abstention.json (training/abstention_report.py): per set and condition, coverage, accuracy
+    # on answered photos, risk-coverage curve, flip-catch rate; None for a model without one
+    abstention: dict | None = None
 
 
 def _number(value: object) -> float | None:
@@ -282,7 +285,19 @@ def load_model_reports(folder: Path, problems: list[str]) -> ModelReports:
         reports.training_curves = _read_jsonl(curves)
     if (lr_find := folder / "lr_find.csv").is_file():
         reports.lr_find = _read_csv(lr_find)
+    if (abstention := folder / "abstention.json").is_file():
+        raw = _read_json(abstention, problems)
+        reports.abstention = (
+            raw if isinstance(raw, dict) and isinstance(raw.get("sets"), dict) else None
+        )
     return reports
+
+
+def abstention_condition(reports: ModelReports, dataset: str, condition: str) -> dict:
+    """One condition's abstention measures ({} where the report has none)."""
+    sets = (reports.abstention or {}).get("sets", {})
+    value = sets.get(dataset, {}).get(condition)
+    return value if isinstance(value, dict) else {}
 
 
 def load_reports(reports_dir: Path) -> tuple[dict[str, ModelReports], list[str]]:

@@ -45,7 +45,7 @@ from dermcore.quality import (
     quality_findings,
 )
 from ui import common
-from ui.views import ExploreSettings, compare
+from ui.views import FAMILIARITY_HELP, ExploreSettings, answer_markdown, compare
 
 BLUR_KERNELS = (1, 3, 5, 7, 9, 11)
 CLEAN_COLOUR, CORRUPTED_COLOUR = "#4c78a8", "#f58518"
@@ -289,12 +289,20 @@ def compare_toggle() -> bool:
 
 
 def callout(comparison: Comparison) -> tuple[str, str]:
-    """(kind, one line): what the corruption did to the answer. kind is "changed", "holds" or
+    """(kind, one line): what the corruption did to the answer. kind is "declines" (the model
+    answered the clean photo and is not sure of the corrupted one), "changed", "holds" or
     "none" (no corruption selected)."""
     classes = comparison.classes
     flipped = flip_callout(
         classes, comparison.clean.top_class, comparison.corrupted.top_class, comparison.spec
     )
+    if comparison.spec.is_identity:
+        return "none", "No corruption yet: move a slider to degrade the photo."
+    if comparison.corrupted.abstain and not comparison.clean.abstain:
+        return "declines", (
+            f"**Not sure** under {comparison.spec.describe()}: the model declines to answer "
+            "instead of guessing, as a careful reader would."
+        )
     if flipped:
         return "changed", f"**The answer changed:** {flipped}."
     if comparison.spec.is_identity:
@@ -303,6 +311,7 @@ def callout(comparison: Comparison) -> tuple[str, str]:
 
 
 CALLOUT_STYLE = {  # kind -> (colour, icon)
+    "declines": ("violet", ":material/help:"),
     "changed": ("orange", ":material/swap_horiz:"),
     "holds": ("green", ":material/check_circle:"),
     "none": ("blue", ":material/tune:"),
@@ -344,8 +353,9 @@ def render_answers(comparison: Comparison) -> None:
     clean_class = classes[clean.top_class]
     change = corrupted.probabilities[clean.top_class] - clean.top_probability
     st.markdown(
-        f"Clean: **{clean_class}** {clean.top_probability:.0%}  \n"
-        f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
+        f"Clean: {answer_markdown(classes, clean)}  \n"
+        f"Corrupted: {answer_markdown(classes, corrupted)}",
+        help=FAMILIARITY_HELP,
     )
     kind, line = callout(comparison)
     colour, icon = CALLOUT_STYLE[kind]
@@ -520,14 +530,21 @@ def render_downloads(
 
 
 def held_line(names_and_comparisons: list[tuple[str, Comparison]]) -> str:
-    """'Held their clean answer: A, B. Changed: C.' for the model comparison."""
-    held = [name for name, c in names_and_comparisons if not c.flipped]
-    changed = [name for name, c in names_and_comparisons if c.flipped]
+    """'Held their clean answer: A. Not sure: B. Changed it: C.' for the model comparison."""
+
+    def declines(c: Comparison) -> bool:
+        return c.corrupted.abstain and not c.clean.abstain
+
+    groups = (
+        ("Held their clean answer", lambda c: not c.flipped and not declines(c)),
+        ("Not sure", declines),
+        ("Changed it", lambda c: c.flipped and not declines(c)),
+    )
     parts = []
-    if held:
-        parts.append(f"Held their clean answer: {', '.join(held)}.")
-    if changed:
-        parts.append(f"Changed it: {', '.join(changed)}.")
+    for title, belongs in groups:
+        names = [name for name, c in names_and_comparisons if belongs(c)]
+        if names:
+            parts.append(f"{title}: {', '.join(names)}.")
     return " ".join(parts)
 
 
@@ -560,7 +577,9 @@ def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSetting
             classes = comparison.classes
             clean, corrupted = comparison.clean, comparison.corrupted
             mark = (
-                ":orange[:material/swap_horiz: changed]"
+                ":violet[:material/help: not sure]"
+                if corrupted.abstain and not clean.abstain
+                else ":orange[:material/swap_horiz: changed]"
                 if comparison.flipped
                 else ":green[:material/check_circle: held]"
             )
@@ -572,8 +591,9 @@ def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSetting
             )
             text_column.markdown(
                 f"**{name}**  \n{mark}  \n"
-                f"Clean: **{classes[clean.top_class]}** {clean.top_probability:.0%}  \n"
-                f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
+                f"Clean: {answer_markdown(classes, clean)}  \n"
+                f"Corrupted: {answer_markdown(classes, corrupted)}",
+                help=FAMILIARITY_HELP,
             )
 
 

@@ -129,6 +129,15 @@ def render_model_card(entry: common.ModelEntry) -> None:
             "clinics it is overconfident, so read a high probability as the model's certainty, "
             "not as the chance of being right."
         )
+    if card.familiarity:
+        st.markdown(
+            "**When it says 'Not sure'.** For every photo the model also measures how much it "
+            "looks like the photos it learned from (texture, sharpness, colour), and it declines "
+            "to answer when the photo is unusual or its confidence is low, as it did for about "
+            "one validation photo in ten. This catches blurred, noisy and non-skin images well, "
+            "but not a familiar-looking photo of a disease it never saw, so an answer is never "
+            "a diagnosis."
+        )
     if card.limitations:
         st.markdown("**Limits**\n" + "\n".join(f"- {item}" for item in card.limitations))
     first, second, third = st.columns(3)

@@ -20,6 +20,7 @@ from dermcore.reports import (
     ConditionResult,
     ModelReports,
     SetReport,
+    abstention_condition,
     load_paper_numbers,
     load_reports,
     reports_signature,
@@ -617,6 +618,102 @@ def render_story(models: dict[str, ModelReports], paper: dict) -> None:
     )
 
 
+# ---- knowing when not to answer --------------------------------------------------------------
+
+ABSTENTION_SETS = {"test": "test photos", "shift_sd198": "SD-198 (other clinics)", "non_skin": "non-skin images"}  # fmt: skip
+
+
+def abstention_table(models: dict[str, ModelReports]) -> pd.DataFrame | None:
+    """Per model: the share answered and the accuracy on answered vs all photos, per set."""
+    rows = {}
+    for name, model in models.items():
+        if model.abstention is None:
+            continue
+        row = {}
+        for dataset, label in ABSTENTION_SETS.items():
+            clean = abstention_condition(model, dataset, "clean")
+            if not clean:
+                continue
+            row[f"{label}: answered"] = _percent(clean.get("coverage"))
+            if dataset != "non_skin":
+                row[f"{label}: right when answering"] = _percent(clean.get("top1_answered"))
+                row[f"{label}: right overall"] = _percent(clean.get("top1_all"))
+        rows[display_name(name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index") if rows else None
+
+
+def risk_coverage_figure(models: dict[str, ModelReports], dataset: str) -> go.Figure:
+    figure = go.Figure()
+    for name, model in models.items():
+        curve = abstention_condition(model, dataset, "clean").get("risk_coverage") or {}
+        if curve.get("coverage"):
+            figure.add_scatter(
+                x=curve["coverage"], y=curve["risk"], name=display_name(name), mode="lines",
+            )  # fmt: skip
+    figure.update_layout(
+        height=320, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+        title=f"Risk against coverage, {ABSTENTION_SETS[dataset]}",
+        xaxis={"title": "share of photos answered", "range": [0, 1], "tickformat": ".0%"},
+        yaxis={"title": "share of answers wrong", "range": [0, 1], "tickformat": ".0%"},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25},
+    )  # fmt: skip
+    return figure
+
+
+def flip_catch_figure(models: dict[str, ModelReports], family: str) -> go.Figure:
+    """Of the test photos whose answer a corruption flips, the share where the model says
+    'Not sure' instead of answering wrongly, against severity."""
+    figure = go.Figure()
+    for name, model in models.items():
+        conditions = ((model.abstention or {}).get("sets", {}).get("test", {})).items()
+        points = sorted(
+            (c["severity"], c["flip_catch"])
+            for c in (v for _, v in conditions)
+            if isinstance(c, dict) and c.get("family") == family and c.get("flip_catch") is not None
+        )
+        if points:
+            x = [p[0] * 100 if family == "noise" else f"{p[0]:g}×{p[0]:g}" for p in points]
+            figure.add_scatter(
+                x=x, y=[p[1] for p in points], name=display_name(name), mode="lines+markers"
+            )
+    figure.update_layout(
+        height=320, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+        title="Flips caught: " + ("salt-and-pepper noise" if family == "noise" else "Gaussian blur"),
+        xaxis={"title": "noisy pixels (%)", "ticksuffix": "%", "rangemode": "nonnegative"}
+        if family == "noise" else {"title": "Gaussian kernel", "type": "category"},
+        yaxis={"title": "flips caught", "range": [0, 1.05], "tickformat": ".0%"},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25},
+    )  # fmt: skip
+    return figure
+
+
+def render_abstention(models: dict[str, ModelReports]) -> None:
+    table = abstention_table(models)
+    if table is None:
+        return
+    st.subheader("Knowing when not to answer")
+    st.markdown(
+        "Each model may say **Not sure** instead of answering, when a photo looks unlike its "
+        "training photos or its confidence is low; the thresholds were set on the validation "
+        "split so that about 90% of those photos are answered. A good model under heavy noise "
+        "should decline rather than flip."
+    )
+    st.dataframe(table, width="stretch")
+    test_column, shift_column = st.container(key="wrap_results_risk").columns(2)
+    test_column.plotly_chart(risk_coverage_figure(models, "test"), key="results_risk_test")
+    shift_column.plotly_chart(risk_coverage_figure(models, "shift_sd198"), key="results_risk_sd198")
+    noise_column, blur_column = st.container(key="wrap_results_flip_catch").columns(2)
+    noise_column.plotly_chart(flip_catch_figure(models, "noise"), key="results_flip_catch_noise")
+    blur_column.plotly_chart(flip_catch_figure(models, "blur"), key="results_flip_catch_blur")
+    st.caption(
+        "Risk against coverage: answering fewer photos should leave fewer wrong answers (a lower "
+        "line is better). Flips caught: of the test photos whose answer a corruption changes, "
+        "the share where the model said 'Not sure' instead of answering wrongly. On SD-198 the "
+        "familiarity score tells right from wrong answers poorly: those photos differ in which "
+        "diseases they show, not in how they were taken (training/README.md)."
+    )
+
+
 # ---- page ----------------------------------------------------------------------------------
 
 common.page_header(
@@ -642,6 +739,7 @@ if not models:
     st.stop()
 render_story(models, paper)
 render_headline(models, paper)
+render_abstention(models)
 st.subheader("One model, one image set, one condition")
 model, report, condition = report_controls(models)
 if report.n_images:

@@ -33,6 +33,7 @@ HIGHLIGHTED = 4  # classes drawn with a band; the rest start hidden in the legen
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#393b79", "#7f7f00", "#17becf")  # fmt: skip
 CLEAN_LINE_PX, OTHER_LINE_PX = 4.5, 1.6
+NOT_SURE_COLOUR = "#7b2cbf"  # the shaded range where the model declines to answer
 ASSESSMENT_FIELDS = ("probabilities", "familiarity", "abstain", "score")  # Assessment's, in order
 DEFAULTS = {"robustness_seeds": 3, "robustness_ratio": 0.75, "robustness_where": "input"}
 
@@ -172,6 +173,11 @@ def noise_figure(curve: RobustnessCurve) -> go.Figure:
             x=curve.noise_tipping_point * 100, line_dash="dash", line_color="#e45756",
             annotation_text="top class changes", annotation_position="top left",
         )  # fmt: skip
+    if (onset := curve.noise_abstention_onset) is not None:
+        figure.add_vrect(
+            x0=onset * 100, x1=float(x.max()), fillcolor=NOT_SURE_COLOUR, opacity=0.12,
+            line_width=0, annotation_text="Not sure from here", annotation_position="bottom right",
+        )  # fmt: skip
     figure = _layout(figure, "noisy pixels (%)", ticksuffix="%")
     return figure.update_xaxes(range=[0, float(x.max())], rangemode="nonnegative")
 
@@ -191,6 +197,12 @@ def blur_figure(curve: RobustnessCurve) -> go.Figure:
     if curve.blur_tipping_point is not None:
         position = labels[list(curve.kernels).index(curve.blur_tipping_point)]
         figure.add_vline(x=position, line_dash="dash", line_color="#e45756")
+    if (onset := curve.blur_abstention_onset) is not None:
+        start = list(curve.kernels).index(onset)
+        figure.add_vrect(
+            x0=start - 0.5, x1=len(labels) - 0.5, fillcolor=NOT_SURE_COLOUR, opacity=0.12,
+            line_width=0, annotation_text="Not sure from here", annotation_position="bottom right",
+        )  # fmt: skip
     return _layout(figure, "Gaussian blur kernel")
 
 
@@ -206,8 +218,23 @@ def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
     return figure
 
 
+def abstention_sentence(curve: RobustnessCurve) -> str:
+    """' The model stops answering ("Not sure") from 0.5% noise and from a 9x9 blur.', or ''
+    for a model that never declines here (or has no familiarity statistics)."""
+    parts = []
+    if (noise := curve.noise_abstention_onset) is not None:
+        parts.append(f"from {noise * 100:.3g}% noise")
+    if (blur := curve.blur_abstention_onset) is not None:
+        parts.append("under any blur" if blur == curve.kernels[0] else f"from a {blur}×{blur} blur")
+    if curve.clean_abstain:
+        return " It is not sure of the photo even uncorrupted."
+    if not parts:
+        return ""
+    return f' It stops answering ("Not sure", shaded) {" and ".join(parts)}.'
+
+
 def render_curve(curve: RobustnessCurve, key_suffix: str = "") -> None:
-    st.info(curve.describe(), icon=":material/insights:")
+    st.info(curve.describe() + abstention_sentence(curve), icon=":material/insights:")
     clean = curve.classes[curve.clean_class]
     noise_point, blur_point = curve.noise_tipping_point, curve.blur_tipping_point
     first, second, third = st.columns(3)

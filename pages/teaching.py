@@ -39,6 +39,7 @@ from dermcore.teaching import (
 )
 from ui import common
 from ui import teaching_view as view
+from ui.views import FAMILIARITY_HELP, answer_markdown
 
 BUILD, PRESENT, STUDY = "Build deck", "Present", "Self-study"
 CUSTOM = "Custom"
@@ -385,12 +386,18 @@ def render_answers(mode: str, item: view.ReadyCase, comparison: Comparison) -> N
     flipped = flip_callout(classes, clean.top_class, corrupted.top_class, comparison.spec)
     with st.container(key="teaching_answers"):
         st.markdown(
-            f"Clean: **{classes[clean.top_class]}** {clean.top_probability:.0%}  \n"
-            f"Corrupted: **{classes[corrupted.top_class]}** {corrupted.top_probability:.0%}"
+            f"Clean: {answer_markdown(classes, clean)}  \n"
+            f"Corrupted: {answer_markdown(classes, corrupted)}",
+            help=FAMILIARITY_HELP,
         )
-        st.markdown(
-            f":orange[The answer changed: {flipped}.]" if flipped else ":green[The answer held.]"
-        )
+        if corrupted.abstain and not clean.abstain:
+            st.markdown(":violet[Not sure: the model declines to answer the corrupted photo.]")
+        else:
+            st.markdown(
+                f":orange[The answer changed: {flipped}.]"
+                if flipped
+                else ":green[The answer held.]"
+            )
         if item.case.true_label:
             st.markdown(f"True class: **{item.case.true_label}**")
         if line := familiarity_sentence(corrupted):

@@ -29,7 +29,7 @@ from test_browser import (  # noqa: E402
 
 PAGES = {  # file stem -> (url path, text that shows the page has drawn)
     "explore": ("explore-photo", "evidence for"),
-    "compare": ("explore-photo", "their clean answer"),  # Explore with "Compare all models" on
+    "compare": ("explore-photo", "Compare all models"),  # Explore with that switch on
     "robustness": ("robustness-curve", "Against Gaussian blur"),
     "results": ("evaluation-results", "What to take away"),
     "model": ("model-and-data", "What it is"),
@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> None:
                     if name == "compare":
                         page.get_by_role("link", name="Explore").first.click()
                         page.get_by_text("Compare all models").click()
-                        page.get_by_text(ready).first.wait_for()
+                        page.locator(".st-key-explore_models").wait_for()
                     elif name != "explore":
                         page.get_by_role("link", name=_link_name(name)).first.click()
                         page.get_by_text(ready).first.wait_for()

@@ -71,3 +71,36 @@ def photo_png() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(lesion_photo()).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def write_familiar_checkpoint(directory: Path, name: str = "tiny-aware") -> Path:
+    """A tiny model (seed 0, 64 px) with familiarity statistics fitted on seeded synthetic
+    lesion photos (40 'training', 30 'validation') and an abstention threshold of 0.05: it
+    answers on lesion-like photos and declines on flat colours and noise."""
+    from dermcore.checkpoint import load_checkpoint, save_familiarity
+    from dermcore.explain import Predictor
+    from dermcore.familiarity import FamiliarityStats
+    from dermcore.labels import NUM_CLASSES
+
+    directory.mkdir(parents=True, exist_ok=True)
+    source = write_tiny_checkpoints(directory / "source")[0]
+    model, card = load_checkpoint(source)
+    preprocessing = card.get_preprocessing()
+    predictor = Predictor(model, card.arch, preprocessing)
+
+    def batch(seeds: range) -> np.ndarray:
+        return np.stack(
+            [preprocessing.to_input_resolution(lesion_photo(s, 96, 128)) for s in seeds]
+        )
+
+    _, *train = predictor.embed(batch(range(40)))
+    _, *val = predictor.embed(batch(range(100, 130)))
+    val_confidence = predictor.predict(batch(range(100, 130))).max(axis=1)
+    stats = FamiliarityStats.fit(
+        train, np.arange(40) % NUM_CLASSES, val, val_confidence, NUM_CLASSES, "blocks.2"
+    )
+    card.name, card.title = name, f"{name} (test fixture with familiarity)"
+    card.abstention = {"threshold": 0.05, "confidence_min": 0.0}
+    card_path = save_checkpoint(model, card, directory)
+    save_familiarity(stats, card, card_path, fitted_on="synthetic test photos")
+    return card_path

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import plotly.io
 import pytest
-from conftest import lesion_photo, write_tiny_checkpoints
+from conftest import lesion_photo, write_familiar_checkpoint, write_tiny_checkpoints
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -739,3 +739,83 @@ def test_a_file_over_the_limit_says_what_happened_and_the_limit(app):
     (error,) = texts(app.error)
     assert error.startswith("huge.jpg: This file is too large") and "the limit is 50 MB" in error
     assert "up to 50 MB" in app.file_uploader(key="explore_upload").help
+
+
+# ---- familiarity and "Not sure" -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def familiar_weights_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("familiar-weights")
+    write_familiar_checkpoint(directory)
+    shutil.rmtree(directory / "source")
+    return directory
+
+
+def test_a_familiar_photo_is_answered_with_a_badge_and_noise_makes_the_model_not_sure(
+    familiar_weights_dir, photo_png, monkeypatch
+):
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(familiar_weights_dir))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    upload(at, photo_png)
+    assert not at.exception
+    (answers_text,) = [t for t in texts(at.markdown) if t.startswith("Clean: ")]
+    assert answers_text.count(":green-badge[familiar]") == 2  # no corruption yet
+    assert "Not sure" not in answers_text
+    at.slider(key="explore_noise").set_value(5.0).run()
+    (answers_text,) = [t for t in texts(at.markdown) if t.startswith("Clean: ")]
+    clean_line, corrupted_line = answers_text.split("  \n")
+    assert "Not sure" not in clean_line
+    assert corrupted_line.startswith("Corrupted: **Not sure** (")  # the top class still shown
+    assert "unlike anything in training" in corrupted_line or "unusual" in corrupted_line
+    assert any("declines to answer instead of guessing" in t for t in texts(at.caption))
+    assert plotly_figure(at, "explore_probabilities").data  # the top classes stay inspectable
+
+    at.switch_page("pages/robustness.py").run()
+    assert not at.exception
+    assert "stops answering" in at.info[0].value
+    shapes = plotly_figure(at, "robustness_noise_chart").layout.shapes
+    assert any(shape.type == "rect" for shape in shapes)  # the shaded "Not sure" range
+
+    at.switch_page("pages/model_data.py").run()
+    assert any("When it says 'Not sure'" in t for t in texts(at.markdown))
+
+
+def test_a_model_without_statistics_shows_no_badge(app, photo_png):
+    upload(app, photo_png)
+    (answers_text,) = [t for t in texts(app.markdown) if t.startswith("Clean: ")]
+    assert "badge" not in answers_text and "Not sure" not in answers_text
+
+
+def test_results_draws_risk_coverage_and_flip_catch(tiny_weights_dir, tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "reports" / "clean"
+    folder.mkdir(parents=True)
+    (folder / "test.json").write_text(json.dumps(_fake_set_report(rng, "clean", "test")))
+
+    def condition(family: str, severity: float, flip_catch: float | None) -> dict:
+        return {"family": family, "severity": severity, "coverage": 0.9, "top1_answered": 0.85,
+                "top1_all": 0.8, "flip_catch": flip_catch,
+                "risk_coverage": {"coverage": [0.1, 0.5, 0.9], "risk": [0.0, 0.1, 0.15]}}  # fmt: skip
+
+    sets = {
+        "test": {"clean": condition("clean", 0, None), "sp1": condition("noise", 0.01, 0.4),
+                 "sp5": condition("noise", 0.05, 0.9), "blur11": condition("blur", 11, 0.7)},
+        "non_skin": {"clean": {**condition("clean", 0, None), "coverage": 0.0}},
+    }  # fmt: skip
+    (folder / "abstention.json").write_text(json.dumps({"model": "clean", "sets": sets}))
+    for path in tiny_weights_dir.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    assert "Knowing when not to answer" in texts(at.subheader)
+    table = next(d.value for d in at.dataframe if "test photos: answered" in d.value.columns)
+    assert table.loc["Clean", "test photos: answered"] == "90.0%"
+    assert table.loc["Clean", "non-skin images: answered"] == "0.0%"
+    risk = plotly_figure(at, "results_risk_test")
+    np.testing.assert_allclose(values(risk.data[0].x), [0.1, 0.5, 0.9])
+    flips = plotly_figure(at, "results_flip_catch_noise")
+    np.testing.assert_allclose(values(flips.data[0].x), [1, 5])
+    np.testing.assert_allclose(values(flips.data[0].y), [0.4, 0.9])

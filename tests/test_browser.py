@@ -363,3 +363,30 @@ def test_your_photos_scores_an_uploaded_zip(tiny_weights_dir, tmp_path):
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             save_screenshot(page, Path(target))
     assert (tmp_path / "your-photos.png").stat().st_size > 10_000
+
+
+def test_the_familiarity_badge_and_not_sure_in_the_browser(photo_png, tmp_path):
+    """A model with familiarity statistics: its answer carries a badge, and under heavy noise
+    'Not sure' takes the answer's place while the chart still shows the top classes."""
+    from conftest import write_familiar_checkpoint
+
+    weights = tmp_path / "weights"
+    write_familiar_checkpoint(weights)
+    photo_path = tmp_path / "lesion.png"
+    photo_path.write_bytes(photo_png)
+    with (
+        streamlit_server(weights, tmp_path / "streamlit.log") as url,
+        chromium_page(width=1366, height=680) as page,
+    ):
+        open_with_photo(page, url, photo_path)
+        answers = page.locator(".st-key-explore_answers")
+        assert answers.inner_text().count("familiar") >= 2
+        slider = page.locator(NOISE_SLIDER)
+        slider.focus()
+        for _ in range(50):
+            page.keyboard.press("ArrowRight")
+        page.get_by_text("declines to answer instead of guessing").wait_for()
+        wait_idle(page)
+        assert "Corrupted: Not sure" in answers.inner_text()
+        assert page.locator(f"{PREDICTIONS} svg text").count() > 0
+        assert page.locator(FAILURES).count() == 0

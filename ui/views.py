@@ -13,6 +13,7 @@ import streamlit as st
 from dermcore.comparison import Comparison
 from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import Explanation, Predictor, cam_shift
+from dermcore.familiarity import familiarity_badge
 from ui import common
 
 
@@ -81,3 +82,28 @@ def compare(
         shift=cam_shift(clean.cam, corrupted.cam),
         impulse_filter=impulse_filter,
     )
+
+
+BADGE_COLOURS = {"familiar": "green", "unusual": "orange", "unlike anything in training": "red"}
+FAMILIARITY_HELP = (
+    "How much this photo looks like the photos the model learned from. 'Familiar': at least as "
+    "usual as 95% of the validation photos; 'unusual': less; 'unlike anything in training': "
+    "less familiar than every validation photo. 'Not sure': the model declines to answer "
+    "because the photo is unfamiliar or its confidence is low; the chart below still shows "
+    "its top classes."
+)
+
+
+def answer_markdown(classes: tuple[str, ...], view: Explanation) -> str:
+    """'**Acne** 61% · familiar', or '**Not sure** (Acne 61%) · unusual' where the model
+    declines; no badge for a model without familiarity statistics."""
+    name, probability = classes[view.top_class], view.top_probability
+    text = (
+        f"**Not sure** ({name} {probability:.0%})"
+        if getattr(view, "abstain", False)
+        else f"**{name}** {probability:.0%}"
+    )
+    badge = familiarity_badge(getattr(view, "familiarity", None))
+    if badge is not None:
+        text += f" :{BADGE_COLOURS[badge]}-badge[{badge}]"
+    return text
