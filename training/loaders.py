@@ -48,7 +48,8 @@ def prepare_data(config: TrainConfig, paths: RunPaths, ctx: Dist | None = None) 
     ctx = ctx or Dist()
     rows, records = read_roots(paths.roots, paths.roots_given)
     manifest_hash = R.combined_sha256([r["manifest_sha256"] for r in records])
-    several = records if len(records) > 1 else None  # one root: the split file as before
+    # one root: no `roots` entry, so the split file is byte-identical to a one-root run's
+    split_roots = [split_root_entry(r) for r in records] if len(records) > 1 else None
     prep = config.preprocessing()
     if not ctx.main:
         ctx.barrier()
@@ -60,7 +61,7 @@ def prepare_data(config: TrainConfig, paths: RunPaths, ctx: Dist | None = None) 
         manifest_hash,
         config.split_seed,
         config.fractions,
-        roots=several and [split_root_entry(r) for r in records],
+        roots=split_roots,
     )
     folders = R.root_folders(paths.roots)
     images = D.load_decoded(
