@@ -93,6 +93,18 @@ class RunPaths:
     shift_root: Path | None = None  # external SD-198 set; None when absent
     out_dir: Path = REPO / "runs"
     weights_dir: Path = REPO / "weights"
+    # every data root, data_root first, and each as typed on the command line (for the card);
+    # empty: data_root alone, as given
+    data_roots: tuple[Path, ...] = ()
+    data_roots_given: tuple[str, ...] = ()
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return self.data_roots or (self.data_root,)
+
+    @property
+    def roots_given(self) -> tuple[str, ...]:
+        return self.data_roots_given or tuple(D.display_path(r) for r in self.roots)
 
     @classmethod
     def from_args(
@@ -105,16 +117,23 @@ class RunPaths:
         weights_dir="weights",
     ) -> RunPaths:
         """Relative paths are taken from the repository root; the SD-198 set defaults to
-        <data_root>/../shift-sd198 when it exists."""
-        root = D.resolve_data_root(data_root)
-        shift = _repo_path(shift_root) if shift_root else root.parent / "shift-sd198"
+        <first data root>/../shift-sd198 when it exists. `data_root` is one folder, a list of
+        folders (ours first), or None for ../shared/data/train."""
+        given = list(data_root) if isinstance(data_root, list | tuple) else [data_root]
+        roots = tuple(D.resolve_data_root(r) for r in given)
+        shift = _repo_path(shift_root) if shift_root else roots[0].parent / "shift-sd198"
         return cls(
-            root,
+            roots[0],
             _repo_path(split_file),
             _repo_path(cache_dir),
             shift if shift.is_dir() else None,
             _repo_path(out_dir),
             _repo_path(weights_dir),
+            roots,
+            tuple(
+                D.display_path(r) if g is None else str(g)
+                for r, g in zip(roots, given, strict=True)
+            ),
         )
 
 

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from dermcore.imageio import load_image
 from dermcore.labels import class_index
 from dermcore.preprocessing import Preprocessing
 from training.augment import AugmentConfig, augment
+from training.roots import ROOT_FIELD, root_folders, row_file, row_key
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,21 @@ def grouped_split(
     return {s: sorted(out[s], key=lambda r: r["path"]) for s in SPLITS}
 
 
+def split_each_root(
+    rows: Sequence[dict], seed: int, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> dict[str, list[dict]]:
+    """grouped_split of each data root on its own (training/roots.py), joined; one root: exactly
+    grouped_split. Groups and strata never span roots anyway, and so every root's rows fall as they
+    would alone: our test split stays the held-out set of every model, whatever else it saw."""
+    by_root: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_root[row.get(ROOT_FIELD, "")].append(row)
+    if len(by_root) == 1:
+        return grouped_split(rows, seed, fractions)
+    parts = [grouped_split(by_root[k], seed, fractions) for k in sorted(by_root)]
+    return {s: [row for part in parts for row in part[s]] for s in SPLITS}
+
+
 def write_split(
     path: str | Path,
     splits: dict[str, list[dict]],
@@ -118,18 +134,28 @@ def write_split(
     fractions: Sequence[float],
     manifest_hash: str,
     data_root: str | Path,
+    roots: list[dict] | None = None,
 ) -> None:
-    """weights/split.json: everything needed to rebuild the exact split. Written atomically."""
+    """weights/split.json: everything needed to rebuild the exact split. Written atomically.
+    With several data roots, `roots` records each one (training/loaders.py) and rows carry theirs."""
     data = {
         "seed": seed,
         "fractions": list(fractions),
         "manifest_sha256": manifest_hash,
         "data_root": display_path(data_root),
-        "method": "training/data.py grouped_split: whole groups, stratified by (label, source)",
+        "method": "training/data.py grouped_split: whole groups, stratified by (label, source)"
+        + (", each data root on its own" if roots else ""),
         "counts": {s: dict(sorted(Counter(r["label"] for r in splits[s]).items())) for s in SPLITS},
-        "splits": {s: [{k: r[k] for k in SPLIT_FIELDS} for r in splits[s]] for s in SPLITS},
+        "splits": {s: [_split_row(r) for r in splits[s]] for s in SPLITS},
     }
+    if roots:
+        data["roots"] = roots
     _atomic_write_text(Path(path), json.dumps(data, indent=1) + "\n")
+
+
+def _split_row(row: dict) -> dict:
+    fields = ((ROOT_FIELD,) if ROOT_FIELD in row else ()) + SPLIT_FIELDS
+    return {k: row[k] for k in fields}
 
 
 def read_split(path: str | Path, manifest_hash: str | None = None) -> dict:
@@ -155,11 +181,12 @@ def load_or_make_split(
     manifest_hash: str,
     seed: int,
     fractions: Sequence[float],
+    roots: list[dict] | None = None,
 ) -> dict:
     """Read the split file when it exists (checking the manifest hash), else make and write it."""
     path = Path(path)
     if not path.exists():
-        splits = grouped_split(rows, seed, fractions)
+        splits = split_each_root(rows, seed, fractions)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_split(
             path,
@@ -168,6 +195,7 @@ def load_or_make_split(
             fractions=fractions,
             manifest_hash=manifest_hash,
             data_root=root,
+            roots=roots,
         )
         log.info("wrote split %s: %s", path, {s: len(v) for s, v in splits.items()})
     return read_split(path, manifest_hash)
@@ -186,7 +214,7 @@ class DecodedImages:
     train_flat[offset:offset + h*w*3] reshaped (h, w, 3) with (offset, h, w) = train_index[i].
     """
 
-    paths: list[str]
+    paths: list[str]  # roots.row_key of each row: the path, behind its root id when several
     eval_images: np.ndarray
     train_flat: np.ndarray | None = None
     train_index: np.ndarray | None = None
@@ -202,7 +230,7 @@ class DecodedImages:
 
 
 def load_decoded(
-    root: Path,
+    root: Path | Mapping[str, Path],
     rows: Sequence[dict],
     preprocessing: Preprocessing,
     cache_dir: Path,
@@ -213,15 +241,16 @@ def load_decoded(
 
     The cache folder is keyed by the manifest hash and the sizes, so a changed data set or preset
     never reads a stale cache. Concurrent builders are safe: each writes a private folder and the
-    first rename wins.
+    first rename wins. `root` is one folder, or root id -> folder for rows of several roots
+    (training/roots.py); images are named by row_key, so equal paths in two roots stay apart.
     """
-    key = (
-        f"{root.name}-{manifest_hash[:16]}-e{preprocessing.input_size}r{preprocessing.resize_size}"
-    )
+    folders = root_folders(root) if isinstance(root, Path) else dict(root)
+    name = "+".join(folder.name for folder in folders.values())
+    key = f"{name}-{manifest_hash[:16]}-e{preprocessing.input_size}r{preprocessing.resize_size}"
     key += f"-n{len(rows)}" + (f"-t{short_side}" if short_side else "")
     folder = Path(cache_dir) / key
     if not (folder / "paths.json").is_file():
-        _build_cache(folder, root, rows, preprocessing, short_side)
+        _build_cache(folder, folders, rows, preprocessing, short_side)
     paths = json.loads((folder / "paths.json").read_text())
     has_train = (folder / "train_flat.npy").is_file()
     return DecodedImages(
@@ -234,19 +263,21 @@ def load_decoded(
 
 def _build_cache(
     folder: Path,
-    root: Path,
+    folders: Mapping[str, Path],
     rows: Sequence[dict],
     preprocessing: Preprocessing,
     short_side: int | None,
 ) -> None:
-    log.info("decoding %d images of %s once into %s", len(rows), root, folder)
+    log.info("decoding %d images of %s once into %s", len(rows), list(folders.values()), folder)
     size = preprocessing.input_size
     eval_images = np.empty((len(rows), size, size, 3), np.uint8)
     train_parts, train_index, offset = [], np.zeros((len(rows), 3), np.int64), 0
     for i, row in enumerate(rows):
-        path = root / row["path"]
         try:
+            path = row_file(folders, row)
             data = path.read_bytes()
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         except OSError:
             raise DataError(f"{path} is missing; is --data-root right?") from None
         if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
@@ -264,7 +295,7 @@ def _build_cache(
     if short_side:
         np.save(tmp / "train_flat.npy", np.concatenate(train_parts))
         np.save(tmp / "train_index.npy", train_index)
-    (tmp / "paths.json").write_text(json.dumps([r["path"] for r in rows]))
+    (tmp / "paths.json").write_text(json.dumps([row_key(r) for r in rows]))
     try:
         os.rename(tmp, folder)
     except OSError:  # another process finished first: use its cache
@@ -293,7 +324,7 @@ class TrainDataset(Dataset):
     ):
         where = images.index()
         self.images = images
-        self.cache_index = [where[r["path"]] for r in rows]
+        self.cache_index = [where[row_key(r)] for r in rows]
         self.labels = np.array([class_index(r["label"]) for r in rows], dtype=np.int64)
         self.config = config
         self.seed = seed
@@ -314,7 +345,7 @@ class EvalDataset(Dataset):
     def __init__(self, images: DecodedImages, rows: Sequence[dict]):
         where = images.index()
         self.images = images
-        self.cache_index = [where[r["path"]] for r in rows]
+        self.cache_index = [where[row_key(r)] for r in rows]
         self.labels = np.array([class_index(r["label"]) for r in rows], dtype=np.int64)
 
     def __len__(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from dermcore.imageio import load_image
 from dermcore.preprocessing import Preprocessing
+from training.roots import root_folders, row_file, row_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ class ImageSet:
     """Photos decoded once to the model input resolution, with their labels."""
 
     name: str  # seeds the per-image draws: "test", "val", "shift_sd198"
-    paths: list[str]  # relative to the data root
+    paths: list[str]  # relative to the data root (roots.row_key: behind its root id when several)
     labels: np.ndarray  # int64 (N,) indices into the card's classes
     sources: list[str]
     images: np.ndarray  # uint8 (N, S, S, 3) at the model input size
@@ -65,17 +66,21 @@ def read_manifest(root: Path) -> list[dict]:
 
 def load_set(
     name: str,
-    root: Path,
+    root: Path | Mapping[str, Path],
     rows: Sequence[dict],
     classes: Sequence[str],
     preprocessing: Preprocessing,
 ) -> ImageSet:
-    """Read, verify (SHA-256 when the row has one) and decode rows to the model input size."""
+    """Read, verify (SHA-256 when the row has one) and decode rows to the model input size.
+    `root` is one folder, or root id -> folder for a split made from several (training/roots.py)."""
+    folders = root_folders(root) if isinstance(root, Path) else dict(root)
     images = np.empty((len(rows), preprocessing.input_size, preprocessing.input_size, 3), np.uint8)
     for i, row in enumerate(rows):
-        path = root / row["path"]
         try:
+            path = row_file(folders, row)
             data = path.read_bytes()
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         except OSError:
             raise DataError(f"{path} is missing; is --data-root / --shift-root right?") from None
         if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
@@ -87,7 +92,7 @@ def load_set(
     table2 = [row.get("table2") for row in rows]
     return ImageSet(
         name=name,
-        paths=[row["path"] for row in rows],
+        paths=[row_key(row) for row in rows],
         labels=np.array([classes.index(row["label"]) for row in rows], dtype=np.int64),
         sources=[row.get("source", "") for row in rows],
         images=images,

@@ -3,6 +3,8 @@ and under every corruption, with calibration, class confusions, explanation drif
 paper's numbers beside ours.
 
     python training/evaluate.py --weights-dir weights --models clean noise-trained robust
+    python training/evaluate.py --models clean-fitz --split weights/split-clean-fitz.json \
+        --data-root ../shared/data/train ~/fitz-root     # trained on two roots: both test splits
 
 Per model it writes into `<out>/<model>/`:
 
@@ -63,6 +65,7 @@ from training.eval_report import (
     table5,
     write_json,
 )
+from training.roots import ROOT_FIELD, root_folders, row_key
 
 log = logging.getLogger("evaluate")
 
@@ -140,14 +143,22 @@ def load_sets(
 ) -> tuple[ImageSet, list[ImageSet]]:
     """(validation set, [test set, SD-198 set if --shift-root]) decoded at prep's input size."""
     # the split file lists path, label, source and group; the source's own condition name
-    # (for clean_by_condition) is in the manifest
-    condition = {row["path"]: row.get("condition", "") for row in read_manifest(args.data_root)}
+    # (for clean_by_condition) is in the manifest. A split made from several data roots has a
+    # root id on each row: the roots given resolve them in order (training/roots.py).
+    folders = root_folders(args.data_root)
+    condition = {
+        row_key({**row, ROOT_FIELD: root_id}): row.get("condition", "")
+        for root_id, folder in folders.items()
+        for row in read_manifest(folder)
+    }
 
     def rows(name: str) -> list[dict]:
-        return [{**r, "condition": condition.get(r["path"], "")} for r in split[name][: args.limit]]
+        return [
+            {**r, "condition": condition.get(row_key(r), "")} for r in split[name][: args.limit]
+        ]
 
-    val = load_set("val", args.data_root, rows("val"), classes, prep)
-    sets = [load_set("test", args.data_root, rows("test"), classes, prep)]
+    val = load_set("val", folders, rows("val"), classes, prep)
+    sets = [load_set("test", folders, rows("test"), classes, prep)]
     if args.shift_root is not None:
         shift_rows = read_manifest(args.shift_root)[: args.limit]
         sets.append(load_set("shift_sd198", args.shift_root, shift_rows, classes, prep))
@@ -285,8 +296,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         type=Path,
-        default=default_data_root("train"),
-        help="set A folder (manifest.csv, images/)",
+        nargs="+",
+        default=[default_data_root("train")],
+        metavar="ROOT",
+        help="set A folder (manifest.csv, images/); for a model trained on several roots, every "
+        "root in the training order, with that model's --split (default: ../shared/data/train)",
     )
     parser.add_argument(
         "--shift-root",
@@ -340,7 +354,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict[str, ModelResult]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     keep_freed_memory()  # batch-64 activations reuse freed memory (dermcore/malloc.py)
-    if args.data_root is None:
+    if None in args.data_root:
         raise DataError("No --data-root given and ../shared/data/train does not exist.")
     args.split = args.split or args.weights_dir / "split.json"
     args.out = args.out or args.weights_dir / "reports"

@@ -164,6 +164,9 @@ def make_card(
             "split_seed": data.split["seed"],
             "split_counts": {s: len(data.split["splits"][s]) for s in SPLITS},
             "shift_sd198": data.shift_info,
+            # every root trained on: path as given, manifest SHA-256, rows, rows per licence tier;
+            # with several, manifest_sha256 above is training/roots.py combined_sha256 of these
+            "roots": data.roots,
         },
         metrics={
             "test": shipped["test"],

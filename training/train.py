@@ -8,6 +8,8 @@
     python training/train.py --name noise-trained --seeds 0 1 2          # --train-corruption sp
     python training/train.py --name robust --seeds 0 1 2                 # --train-corruption robust
     torchrun --standalone --nproc_per_node=2 training/train.py --name clean
+    python training/train.py --data-root ../shared/data/train ~/clinic-photos --name clean-clinic
+                                          # ours plus an imported root (training/README.md)
 
 Each seed runs in runs/<name>/seed<k>/ (last.pt after every epoch, metrics.jsonl, lr_find.*,
 loss_curves.png, and the seed's own checkpoint + card); a killed run continues bit-identically
@@ -84,14 +86,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     add(
         "--data-root",
         type=Path,
+        nargs="+",
         default=None,
-        help="set A folder with manifest.csv; relative paths are taken from the repository root (default: ../shared/data/train)",
+        metavar="ROOT",
+        help="data set folder(s) with manifest.csv, ours first, e.g. ../shared/data/train ~/clinic-root; "
+        "several are split and trained on as one set (training/roots.py); relative paths are taken "
+        "from the repository root (default: ../shared/data/train)",
     )
     add(
         "--shift-root",
         type=Path,
         default=None,
-        help="external SD-198 set, reported only (default: <data-root>/../shift-sd198 when it exists)",
+        help="external SD-198 set, reported only (default: <first data root>/../shift-sd198 when it exists)",
     )
     add(
         "--arch",
@@ -157,8 +163,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add(
         "--split-file",
         type=Path,
-        default=Path("weights/split.json"),
-        help="split JSON, made when missing (default: weights/split.json)",
+        default=None,
+        help="split JSON, made when missing (default: weights/split.json; with several "
+        "--data-root folders weights/split-<name>.json)",
     )
     add(
         "--epochs-frozen",
@@ -337,6 +344,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def default_split_file(args: argparse.Namespace) -> Path:
+    """Our split for one root; a split of its own for several, never overwriting ours."""
+    several = args.data_root is not None and len(args.data_root) > 1
+    return Path(f"weights/split-{args.name}.json" if several else "weights/split.json")
+
+
 def main(args: argparse.Namespace) -> Path | None:
     """Train every seed and ship the median-validation seed; returns the shipped card's path
     (None on ranks other than 0 and when stopped early)."""
@@ -347,7 +360,7 @@ def main(args: argparse.Namespace) -> Path | None:
     device = resolve_device(args.device, ctx)
     paths = RunPaths.from_args(
         args.data_root,
-        args.split_file,
+        args.split_file or default_split_file(args),
         args.cache_dir,
         args.shift_root,
         args.out_dir,
