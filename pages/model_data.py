@@ -87,6 +87,14 @@ def what_it_is(card: ModelCard) -> str:
             f" It was trained {len(seeds)} times with different random seeds; the run shipped "
             "here is the one whose validation score was closest to the middle of the runs."
         )
+    roots = data.get("roots") if isinstance(data.get("roots"), list) else []
+    if len(roots) > 1:
+        listed = "; ".join(
+            f"{Path(str(root.get('path', '?'))).name} ({root.get('rows', '?')} photos)"
+            for root in roots
+            if isinstance(root, dict)
+        )
+        text += f" Its photos come from {len(roots)} collections: {listed}."
     if card.created:
         text += f" Trained on {card.created[:10]}."
     return text

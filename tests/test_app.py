@@ -819,3 +819,20 @@ def test_results_draws_risk_coverage_and_flip_catch(tiny_weights_dir, tmp_path, 
     flips = plotly_figure(at, "results_flip_catch_noise")
     np.testing.assert_allclose(values(flips.data[0].x), [1, 5])
     np.testing.assert_allclose(values(flips.data[0].y), [0.4, 0.9])
+
+
+def test_model_card_names_every_data_collection(tiny_weights_dir, tmp_path, monkeypatch):
+    model, card = load_checkpoint(tiny_weights_dir / "tiny-clean.json")
+    card.data = {"split_counts": {"train": 12}, "roots": [
+        {"path": "../shared/data/train", "rows": 2401, "tiers": {"A": 10}},
+        {"path": "/home/me/clinic-photos", "rows": 120, "tiers": {"unrecorded": 120}},
+    ]}  # fmt: skip
+    save_checkpoint(model, card, tmp_path)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/model_data.py").run()
+    assert not at.exception
+    assert any(
+        "2 collections: train (2401 photos); clinic-photos (120 photos)" in t
+        for t in texts(at.markdown)
+    )
