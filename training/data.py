@@ -33,7 +33,7 @@ from dermcore.imageio import load_image
 from dermcore.labels import class_index
 from dermcore.preprocessing import Preprocessing
 from training.augment import AugmentConfig, augment
-from training.roots import ROOT_FIELD, root_folders, row_file, row_key
+from training.roots import ROOT_FIELD, read_row, root_folders, row_key
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +274,9 @@ def _build_cache(
     train_parts, train_index, offset = [], np.zeros((len(rows), 3), np.int64), 0
     for i, row in enumerate(rows):
         try:
-            path = row_file(folders, row)
-            data = path.read_bytes()
+            data = read_row(folders, row, "--data-root")
         except ValueError as exc:
             raise DataError(str(exc)) from None
-        except OSError:
-            raise DataError(f"{path} is missing; is --data-root right?") from None
-        if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
-            raise DataError(f"{path} does not match the SHA-256 in the manifest; rebuild the data.")
         photo = load_image(data)
         eval_images[i] = preprocessing.to_input_resolution(photo)
         if short_side:

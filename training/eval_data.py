@@ -8,7 +8,6 @@ the model input resolution (`ImageSet`), verified against the SHA-256 recorded f
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 
 from dermcore.imageio import load_image
 from dermcore.preprocessing import Preprocessing
-from training.roots import root_folders, row_file, row_key
+from training.roots import read_row, root_folders, row_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,17 +76,9 @@ def load_set(
     images = np.empty((len(rows), preprocessing.input_size, preprocessing.input_size, 3), np.uint8)
     for i, row in enumerate(rows):
         try:
-            path = row_file(folders, row)
-            data = path.read_bytes()
+            data = read_row(folders, row, "--data-root / --shift-root")
         except ValueError as exc:
             raise DataError(str(exc)) from None
-        except OSError:
-            raise DataError(f"{path} is missing; is --data-root / --shift-root right?") from None
-        if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
-            raise DataError(
-                f"{path} does not match the SHA-256 recorded for it: the data changed since the "
-                "split was made. Rebuild the data or the split."
-            )
         images[i] = preprocessing.to_input_resolution(load_image(data))
     table2 = [row.get("table2") for row in rows]
     return ImageSet(

@@ -67,6 +67,23 @@ def row_file(folders: Mapping[str, Path], row: Mapping[str, str]) -> Path:
     return folders[root_id] / row["path"]
 
 
+def read_row(folders: Mapping[str, Path], row: Mapping[str, str], roots_flag: str) -> bytes:
+    """The bytes of a row's image file, checked against the row's SHA-256 when it has one.
+    Raises ValueError with a sentence naming the file (and `roots_flag`, the option that sets
+    the roots, when it is missing)."""
+    path = row_file(folders, row)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise ValueError(f"{path} is missing; is {roots_flag} right?") from None
+    if row.get("sha256") and hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise ValueError(
+            f"{path} does not match the SHA-256 recorded for it: the data changed since its "
+            "manifest or split was made. Rebuild the data or the split."
+        )
+    return data
+
+
 def combined_sha256(manifest_hashes: Sequence[str]) -> str:
     """One root: its manifest's SHA-256. Several: the SHA-256 of "r<k> <hash>" lines, so a changed
     manifest, an added or dropped root, or another order all give another value."""
