@@ -54,7 +54,7 @@ def salt_and_pepper(
     (255, 255, 255). density and pepper_fraction are fractions in [0, 1]; the paper uses
     density <= 0.05 and pepper_fraction 0.75 (black:white 3:1). uint8 HxWx3 -> new uint8 HxWx3.
     """
-    _check_image(image)
+    check_image(image)
     _check_fraction("density", density)
     _check_fraction("pepper_fraction", pepper_fraction)
     _check_rng(rng)
@@ -83,7 +83,7 @@ def gaussian_blur(image: np.ndarray, kernel_size: int = 5, sigma: float = 0.0) -
     kernel_size is odd and >= 1 (1 = identity); sigma in pixels, 0 lets OpenCV derive it from
     the kernel size (0.3 * ((k - 1) / 2 - 1) + 0.8). uint8 HxWx3 -> new uint8 HxWx3.
     """
-    _check_image(image)
+    check_image(image)
     _check_int("kernel_size", kernel_size, minimum=1)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -124,7 +124,7 @@ def motion_blur(image: np.ndarray, length_px: int, angle_deg: float) -> np.ndarr
     kernel is point-symmetric, so OpenCV's correlation equals convolution. length 0 or 1 is the
     identity. uint8 HxWx3 -> new uint8 HxWx3.
     """
-    _check_image(image)
+    check_image(image)
     kernel = motion_kernel(length_px, angle_deg)
     if kernel.shape == (1, 1):
         return image.copy()
@@ -136,7 +136,7 @@ def jpeg_compression(image: np.ndarray, quality: int) -> np.ndarray:
 
     OpenCV's encoder expects BGR; converting first keeps JPEG's luma/chroma split correct.
     """
-    _check_image(image)
+    check_image(image)
     _check_int("quality", quality, minimum=1, maximum=100)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -151,7 +151,7 @@ def exposure(image: np.ndarray, factor: float) -> np.ndarray:
     sRGB -> linear light, multiply, clip to [0, 1], back to sRGB, through a 256-entry lookup
     table. factor 1 is the identity. uint8 HxWx3 -> new uint8 HxWx3.
     """
-    _check_image(image)
+    check_image(image)
     _check_real("factor", factor)
     if factor <= 0:
         raise ValueError(f"factor must be > 0, got {factor}")
@@ -286,7 +286,7 @@ def apply_corruption(
     rng drives the noise; None means np.random.default_rng(spec.seed), so a spec alone
     reproduces its output. uint8 HxWx3 -> new uint8 HxWx3; an identity spec returns a copy.
     """
-    _check_image(image)
+    check_image(image)
     if not isinstance(spec, CorruptionSpec):
         raise ValueError(f"spec must be a CorruptionSpec, got {type(spec).__name__}")
     if rng is None:
@@ -325,7 +325,7 @@ def corrupt_for_model(
         raise ValueError(
             f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}"
         )
-    _check_image(photo)
+    check_image(photo)
     if where == "input":
         return apply_corruption(preprocessing.to_input_resolution(photo), spec, rng)
     return preprocessing.to_input_resolution(apply_corruption(photo, spec, rng))
@@ -336,7 +336,7 @@ def apply_batch(image: np.ndarray, specs: Sequence[CorruptionSpec]) -> np.ndarra
 
     Each row uses its own spec's seed, so it equals apply_corruption(image, specs[i]).
     """
-    _check_image(image)
+    check_image(image)
     specs = list(specs)
     batch = np.empty((len(specs), *image.shape), dtype=np.uint8)
     for i, spec in enumerate(specs):
@@ -344,14 +344,16 @@ def apply_batch(image: np.ndarray, specs: Sequence[CorruptionSpec]) -> np.ndarra
     return batch
 
 
-def _check_image(image: np.ndarray) -> None:
+def check_image(image: np.ndarray, min_side: int = 1) -> None:
+    """ValueError unless `image` is a uint8 HxWx3 array with both sides >= min_side."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise ValueError(
             f"expected a uint8 numpy array, got {type(image).__name__} "
             f"{getattr(image, 'dtype', '')}".rstrip()
         )
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < min_side:
+        at_least = f" at least {min_side}x{min_side}" if min_side > 1 else ""
+        raise ValueError(f"expected an HxWx3 RGB image{at_least}, got shape {image.shape}")
 
 
 def _check_rng(rng: object) -> None:

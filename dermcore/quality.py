@@ -51,6 +51,7 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
+from dermcore.corruptions import check_image
 from dermcore.preprocessing import Preprocessing
 
 FAMILIES = ("noise", "blur", "jpeg", "exposure")
@@ -108,7 +109,7 @@ class QualityMeasures:
 def measure_quality(image: np.ndarray) -> QualityMeasures:
     """Raw measures of a uint8 (H, W, 3) RGB image that is ALREADY at the model input resolution
     (use `assess_quality` for a photo of any size). The input is not modified."""
-    _check_image(image)
+    check_image(image, min_side=3)
     impulses = _isolated_impulses(image)
     cleaned = image
     if cv2.countNonZero(impulses):
@@ -375,7 +376,7 @@ def assess_quality(
     those pixels; `reading.input_size` says which. calibration: None reads
     weights/reports/quality.json. The photo is not modified.
     """
-    _check_image(photo)
+    check_image(photo, min_side=3)
     calibration = calibration or load_calibration()
     if preprocessing.input_size != calibration.input_size:
         scale = calibration.input_size / preprocessing.input_size
@@ -516,12 +517,3 @@ _FINDERS = {
     "jpeg": _jpeg_finding,
     "exposure": _exposure_finding,
 }
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise ValueError(
-            f"expected a uint8 numpy array, got {getattr(image, 'dtype', type(image))}"
-        )
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 3:
-        raise ValueError(f"expected an HxWx3 RGB image at least 3x3, got shape {image.shape}")
