@@ -40,7 +40,7 @@ from torch import nn
 from dermcore.corruptions import CorruptionSpec, corrupt_for_model
 from dermcore.familiarity import FamiliarityStats, abstention_score, texture_statistics
 from dermcore.labels import CLASSES
-from dermcore.models import get_arch, get_module
+from dermcore.models import fold_batchnorm, get_arch, get_module
 from dermcore.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -117,8 +117,8 @@ class Assessment:
 class Predictor:
     """A model owned for inference: eval mode, every parameter frozen, every use under a lock.
 
-    The model passed in is changed in place (eval, requires_grad False) and must not be trained
-    or hooked by anyone else afterwards. `cam_layer` and `head_layer` override the
+    The model passed in is changed in place (eval, requires_grad False, channels-last weights)
+    and must not be trained or hooked by anyone else afterwards. `cam_layer` and `head_layer` override the
     architecture's CAM layer and classifier (dotted module paths); they exist for custom models.
 
     Abstention: with `familiarity` statistics the model abstains where min(familiarity,
@@ -145,7 +145,9 @@ class Predictor:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         if len(classes) < 2:
             raise ValueError(f"need at least two class names, got {list(classes)}")
-        self.model = model.eval()
+        # Channels-last weights: convolutions ~1.2x faster at batch 1 and ~1.8x at batch 64 on
+        # this CPU (EfficientNet-Lite0, 224 px; benchmarks/bench_explain.py), same answers.
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.model.requires_grad_(False)
         self.arch = arch
         self.temperature = float(temperature)
@@ -172,10 +174,13 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, card_path: str | Path) -> Predictor:
-        """A predictor for a verified checkpoint, with its card's preprocessing and temperature."""
+        """A predictor for a verified checkpoint, with its card's preprocessing and temperature.
+        Its BatchNorm layers are folded into their convolutions (`fold_batchnorm`): the same
+        answers to float rounding, ~1.3x faster on a CPU."""
         from dermcore.checkpoint import load_checkpoint, load_familiarity
 
         model, card = load_checkpoint(card_path)
+        fold_batchnorm(model, probe_size=card.get_preprocessing().input_size)
         return cls(
             model,
             card.arch,

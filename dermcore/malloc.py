@@ -7,9 +7,14 @@ tens to hundreds of MB per batch) want them kept. glibc does neither by default:
 * App, `fix_mmap_threshold()`: glibc raises its mmap threshold (up to 32 MB) each time a big
   buffer is freed, after which decoded photos, resized copies and PNGs of one upload are carved
   from the heap of the session thread's arena and kept there once freed; twenty sessions kept
-  ~37 MB each that no one referenced (benchmarks/bench_memory.py). A fixed 4 MB threshold sends
-  every buffer of 4 MB or more straight to mmap and back to the system on free. The model's own
-  batch-1 activations stay mostly below it (the largest is 4.8 MB).
+  ~37 MB each that no one referenced (benchmarks/bench_memory.py). A fixed 8 MB threshold sends
+  every buffer of 8 MB or more (a decoded 12 MP photo is 36 MB, the 2048 px working copy 12 MB)
+  straight to mmap and back to the system on free. The model's batch-1 activations stay below
+  it (the largest, Lite0's expanded first stage, is 4.8 MB at 224 px; Lite2's 6.5 MB at 260 px),
+  and a 32 MB trim threshold keeps one forward pass's worth of freed activations in the arena:
+  with glibc's default 128 KB, every explanation (run on a fresh script thread, as Streamlit
+  does) gave its memory back and faulted it in again, ~12,800 page faults and ~19 ms of system
+  time per call, 1.7x slower (benchmarks/bench_explain.py, `fresh-thread` rows).
 * Batch jobs, `keep_freed_memory()`: an activation over the threshold (the first convolution's
   output for 32 images at 192 px is 37 MB) is mapped fresh and unmapped on free, so every step
   page-faults and zeroes gigabytes and the training shows ~100% system time in `top`. With mmap
@@ -26,7 +31,8 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, <malloc.h>
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-APP_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+APP_MMAP_THRESHOLD_BYTES = 8 * 1024 * 1024
+APP_TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
 
 
 def mallopt(param: int, value: int) -> bool:
@@ -40,9 +46,12 @@ def mallopt(param: int, value: int) -> bool:
     return bool(function(param, value))
 
 
-def fix_mmap_threshold(threshold: int = APP_MMAP_THRESHOLD_BYTES) -> bool:
-    """For the app: buffers of `threshold` bytes or more go to mmap and back on free."""
-    return mallopt(M_MMAP_THRESHOLD, threshold)
+def fix_mmap_threshold(
+    threshold: int = APP_MMAP_THRESHOLD_BYTES, trim: int = APP_TRIM_THRESHOLD_BYTES
+) -> bool:
+    """For the app: buffers of `threshold` bytes or more go to mmap and back on free; up to
+    `trim` bytes of freed memory stay at the top of each arena for the next forward pass."""
+    return mallopt(M_MMAP_THRESHOLD, threshold) and mallopt(M_TRIM_THRESHOLD, trim)
 
 
 def keep_freed_memory() -> bool:

@@ -64,7 +64,6 @@ VIEW_STYLE = (
     " { min-width: calc(50% - 1rem); } }</style>"
 )
 PREDICTED = "the predicted class"  # the target select's first option: each view's own top class
-PREVIEW_SIDE_PX = 512  # the photo preview's longer side, encoded once per photo
 PREVIEW_HEIGHT_PX = 130  # drawn at most this tall, so a portrait photo pushes nothing down
 # Score-CAM runs one forward pass per feature channel (1280 for EfficientNet-Lite0): about four
 # minutes on a CPU, far too slow for a slider. dermcore.explain still offers it.
@@ -180,18 +179,27 @@ def _use_photo(source_id: str, name: str, read: Callable[[], bytes]) -> None:
         return
     st.session_state["explore_photo_error"] = None
     original_shape = (*upright_size(data), 3)
-    preview = encode_png(downscale_for_display(image, PREVIEW_SIDE_PX))
+    # Encoded once at exactly the width it is drawn at: st.image passes it through untouched,
+    # where a wider one would be decoded, resized and re-encoded on every slider move (~10 ms).
+    width = preview_width(original_shape)
+    height = width * image.shape[0] // image.shape[1]  # rounded down: never wider than `width`
+    preview = encode_png(downscale_for_display(image, max(width, height)))
     photo = common.CurrentPhoto(image, common.photo_sha256(data), name, preview, original_shape)
     common.set_current_photo(photo)
+
+
+def preview_width(shape: tuple[int, ...]) -> int:
+    """The preview's drawn width in px: PREVIEW_HEIGHT_PX tall (a portrait photo never taller),
+    60 to 260 px wide."""
+    height, width = shape[:2]
+    return max(60, min(260, round(PREVIEW_HEIGHT_PX * width / height)))
 
 
 def render_photo(photo: common.CurrentPhoto | None) -> None:
     if photo is None:
         return
     height, width = photo.original_shape[:2]
-    # A portrait photo is drawn PREVIEW_HEIGHT_PX tall, never taller.
-    preview_width = max(60, min(260, round(PREVIEW_HEIGHT_PX * width / height)))
-    st.image(photo.preview_png, width=preview_width)
+    st.image(photo.preview_png, width=preview_width(photo.original_shape))
     st.caption(f"{width}×{height} px")
 
 
@@ -202,33 +210,33 @@ def _reroll_seed() -> None:
     st.session_state["explore_seed"] = int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-def noise_controls(input_size: int, has_filter: bool) -> tuple[float, float, bool, int, str]:
-    """(density %, pepper fraction, impulse filter on, seed, where)."""
+def noise_controls(input_size: int, has_filter: bool) -> None:
     st.markdown("**Noise** · salt and pepper")
-    density_pct = st.slider(
+    st.slider(
         "Noisy pixels", 0.0, 5.0, step=0.1, format="%.1f%%", key="explore_noise",
         help="Share of pixels set to pure black or white. The paper goes up to 5%.",
     )  # fmt: skip
-    pepper_fraction = st.select_slider(
+    st.select_slider(
         "Black : white", list(common.PEPPER_FRACTIONS), key="explore_ratio",
         format_func=common.PEPPER_FRACTIONS.get,
         help="The paper uses 3:1, three black pixels for each white one.",
     )  # fmt: skip
-    impulse_filter = has_filter and st.toggle(
-        "Impulse filter", key="explore_impulse_filter",
-        help="This model replaces pure black and white pixels by their 3×3 median before its "
-        "network. Switch it off to see the network face the noise alone.",
-    )  # fmt: skip
+    if has_filter:
+        st.toggle(
+            "Impulse filter", key="explore_impulse_filter",
+            help="This model replaces pure black and white pixels by their 3×3 median before "
+            "its network. Switch it off to see the network face the noise alone.",
+        )  # fmt: skip
     with st.popover("Seed and where", icon=":material/tune:"):
         seed_column, button_column = st.columns([3, 2], vertical_alignment="bottom")
-        seed = seed_column.number_input(
+        seed_column.number_input(
             "Noise seed", 0, 2**31 - 1, step=1, key="explore_seed",
             help="The same seed gives exactly the same noisy pixels.",
         )  # fmt: skip
         button_column.button(
             "Re-roll", key="explore_reroll", icon=":material/casino:", on_click=_reroll_seed
         )
-        where = st.radio(
+        st.radio(
             "Corrupt",
             ["input", "photo"],
             format_func={
@@ -238,13 +246,11 @@ def noise_controls(input_size: int, has_filter: bool) -> tuple[float, float, boo
             key="explore_where",
             help="On a large photo, noise added before shrinking mostly averages away.",
         )
-    return density_pct, pepper_fraction, impulse_filter, int(seed), where
 
 
-def blur_controls() -> tuple[int, int, int]:
-    """(Gaussian kernel, motion length px, motion angle deg)."""
+def blur_controls() -> None:
     st.markdown("**Blur**")
-    kernel = st.select_slider(
+    st.select_slider(
         "Gaussian blur kernel", BLUR_KERNELS, key="explore_blur",
         format_func=lambda k: "off" if k == 1 else f"{k}×{k}" + (" (paper)" if k == 5 else ""),
         help="The paper's 'motion blur' is a 5×5 Gaussian kernel.",
@@ -253,36 +259,67 @@ def blur_controls() -> tuple[int, int, int]:
         "Motion blur length", 0, 25, step=1, format="%d px", key="explore_motion_length",
         help="A straight-line smear, as from a moving hand. 0 = off.",
     )  # fmt: skip
-    angle = st.slider(
+    st.slider(
         "Motion direction", 0, 175, step=5, format="%d°", key="explore_motion_angle",
         disabled=motion <= 1,
     )  # fmt: skip
-    return kernel, motion, angle
 
 
-def heatmap_controls(classes: tuple[str, ...]) -> tuple[str, str | None, float]:
-    """(CAM method, class to explain or None, opacity)."""
+def heatmap_controls(classes: tuple[str, ...]) -> None:
     st.markdown("**Heatmap**")
-    method = st.selectbox(
+    st.selectbox(
         "Method", list(LIVE_METHODS), key="explore_cam_method", format_func=METHODS.get,
         help="How the heatmap is computed. Score-CAM is left out here: it runs one forward pass "
         "per feature channel, about four minutes on a CPU (dermcore.explain offers it offline).",
     )  # fmt: skip
-    target = st.selectbox(
+    st.selectbox(
         "Explain class", [PREDICTED, *classes], key="explore_target",
         format_func=lambda name: name if name == PREDICTED else f"{name} (why not?)",
         help="Where would the model look for this class? Compare heatmaps of one class.",
     )  # fmt: skip
-    alpha = st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity")
-    return method, None if target == PREDICTED else target, alpha
+    st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity")
 
 
-def compare_toggle() -> bool:
-    return st.toggle(
+def compare_toggle() -> None:
+    st.toggle(
         "Compare all models", key="explore_compare",
         help="The same photo, under the same corruption, through every model in the weights "
         "folder side by side: which ones hold their clean answer?",
     )  # fmt: skip
+
+
+def current_settings(predictor: Predictor) -> ExploreSettings:
+    """The view the controls ask for, read from their session-state values. These hold the new
+    values before the controls are drawn again, so the views can be computed first."""
+    state = st.session_state
+    spec = CorruptionSpec(
+        noise_density=round(state["explore_noise"] / 100, 6),
+        pepper_fraction=state["explore_ratio"],
+        blur_kernel=state["explore_blur"],
+        motion_length_px=state["explore_motion_length"],
+        motion_angle_deg=float(state["explore_motion_angle"]),
+        seed=int(state["explore_seed"]),
+    )
+    target = state["explore_target"]
+    return ExploreSettings(
+        spec,
+        state["explore_where"],
+        state["explore_cam_method"],
+        None if target == PREDICTED or target not in predictor.classes else target,
+        state["explore_opacity"],
+        predictor.preprocessing.impulse_filter and state["explore_impulse_filter"],
+    )
+
+
+def chosen_photo(samples: list[common.Sample]) -> common.CurrentPhoto | None:
+    """The photo the controls point at (a sample is decoded here the first time it is chosen;
+    uploads and camera shots are decoded by their widgets' callbacks), or None."""
+    if st.session_state["explore_source"] == "Samples" and samples:
+        sample = {str(s.path): s for s in samples}[st.session_state["explore_sample"]]
+        _use_photo(f"sample:{sample.path}", sample.path.name, sample.path.read_bytes)
+    if st.session_state.get("explore_photo_error"):
+        return None
+    return common.current_photo()
 
 
 # ---- drawing -------------------------------------------------------------------------------
@@ -325,25 +362,30 @@ def colour_bar(width_px: int = 256, height_px: int = 10) -> np.ndarray:
     return overlay(np.zeros((height_px, width_px, 3), np.uint8), ramp, alpha=1.0)
 
 
-def render_views(comparison: Comparison, alpha: float) -> None:
-    """Each view's model input and heatmap, then the two answers, in one row. Images go at their
-    own resolution; the browser scales them up pixelated (VIEW_STYLE), so single noisy pixels
-    stay sharp."""
+def render_views(comparison: Comparison, alpha: float) -> Callable[[], None]:
+    """Each view's model input and heatmap, then the two answers, in one row. The answers are
+    drawn now; the returned function draws the images, so the caller can send the prediction
+    chart to the browser before them. Images go at their own resolution; the browser scales
+    them up pixelated (VIEW_STYLE), so single noisy pixels stay sharp."""
     classes = comparison.classes
     views = (("Clean", comparison.clean), ("Corrupted", comparison.corrupted))
     *pairs, answers = st.container(key="explore_views").columns([2, 2, 1.5], gap="medium")
-    for column, (name, view) in zip(pairs, views, strict=True):
-        with column:
-            st.markdown(f"**{name}**")
-            image_column, heatmap_column = st.columns(2, gap="small")
-            image_column.image(view.input_image, caption="what the model sees", width="stretch")
-            heatmap_column.image(
-                overlay(view.input_image, view.cam, alpha),
-                width="stretch",
-                caption=f"evidence for {classes[view.target]}",
-            )
     with answers, st.container(key="explore_answers"):
         render_answers(comparison)
+
+    def draw_images() -> None:
+        for column, (name, view) in zip(pairs, views, strict=True):
+            with column:
+                st.markdown(f"**{name}**")
+                image_column, heatmap_column = st.columns(2, gap="small")
+                image_column.image(view.input_image, caption="what the model sees", width="stretch")
+                heatmap_column.image(
+                    overlay(view.input_image, view.cam, alpha),
+                    width="stretch",
+                    caption=f"evidence for {classes[view.target]}",
+                )
+
+    return draw_images
 
 
 def render_answers(comparison: Comparison) -> None:
@@ -434,35 +476,44 @@ def _costs_accuracy(finding: QualityFinding) -> bool:
 
 
 def probability_figure(comparison: Comparison) -> go.Figure:
+    """Grouped horizontal bars of the top classes, clean and corrupted. Built from one dict:
+    ~1 ms, where add_bar and update_layout validate each property on its own (~5 ms a move)."""
     classes = comparison.classes
     clean, corrupted = comparison.clean.probabilities, comparison.corrupted.probabilities
     shown = chart_classes(clean, corrupted)
     names = [classes[i] for i in shown]
-    figure = go.Figure()
-    for label, probs, colour in (
-        ("Clean", clean, CLEAN_COLOUR),
-        ("Corrupted", corrupted, CORRUPTED_COLOUR),
-    ):
-        figure.add_bar(
-            name=label,
-            y=names,
-            x=probs[shown],
-            orientation="h",
-            marker_color=colour,
-            text=[f"{p:.1%}" for p in probs[shown]],
-            textposition="outside",
-            cliponaxis=False,
+    bars = [
+        {
+            "type": "bar",
+            "name": label,
+            "y": names,
+            "x": probs[shown],
+            "orientation": "h",
+            "marker": {"color": colour},
+            "text": [f"{p:.1%}" for p in probs[shown]],
+            "textposition": "outside",
+            "cliponaxis": False,
+        }
+        for label, probs, colour in (
+            ("Clean", clean, CLEAN_COLOUR),
+            ("Corrupted", corrupted, CORRUPTED_COLOUR),
         )
-    figure.update_layout(
-        barmode="group",
-        height=90 + 38 * len(shown),
-        margin={"l": 0, "r": 48, "t": 10, "b": 0},
-        xaxis={"range": [0, 1], "tickformat": ".0%", "title": "probability", "nticks": 6},
-        yaxis={"autorange": "reversed", "automargin": True},
-        legend={"orientation": "h", "y": -0.3},
-        font={"size": 14},
-    )
-    return figure
+    ]
+    layout = {
+        "barmode": "group",
+        "height": 90 + 38 * len(shown),
+        "margin": {"l": 0, "r": 48, "t": 10, "b": 0},
+        "xaxis": {
+            "range": [0, 1],
+            "tickformat": ".0%",
+            "title": {"text": "probability"},
+            "nticks": 6,
+        },
+        "yaxis": {"autorange": "reversed", "automargin": True},
+        "legend": {"orientation": "h", "y": -0.3},
+        "font": {"size": 14},
+    }
+    return go.Figure({"data": bars, "layout": layout})
 
 
 def render_predictions(comparison: Comparison) -> None:
@@ -548,21 +599,32 @@ def held_line(names_and_comparisons: list[tuple[str, Comparison]]) -> str:
     return " ".join(parts)
 
 
-def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSettings) -> None:
+def model_comparisons(
+    photo: common.CurrentPhoto, settings: ExploreSettings
+) -> tuple[list[tuple[str, Comparison]], list[str]]:
     """Every readable model on the same photo and corruption: one forward pass per model per
-    change (each clean view is cached), each with its heatmap and both answers."""
+    change (each clean view is cached). Returns (label, comparison) pairs and a sentence per
+    model that could not be read."""
     entries = [e for e in common.available_models() if e.card is not None]
-    results = []
+    results, failures = [], []
     for model_entry in entries:
         try:
             model = common.load_predictor(model_entry)
         except CheckpointError as error:
-            st.warning(str(error))
+            failures.append(str(error))
             continue
         model_settings = settings
         if settings.target is not None and settings.target not in model.classes:
             model_settings = replace(settings, target=None)
         results.append((model_entry.label, compare(model_entry, model, photo, model_settings)))
+    return results, failures
+
+
+def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSettings) -> None:
+    """Each model's corrupted view with its heatmap and both answers, side by side."""
+    results, failures = model_comparisons(photo, settings)
+    for failure in failures:
+        st.warning(failure)
     if not results:
         return
     kind = "none" if settings.spec.is_identity else "changed"
@@ -609,6 +671,15 @@ def comparison_panel(
     """Photo, controls and results. A fragment: moving a control reruns only this panel, not
     the sidebar."""
     has_filter = predictor.preprocessing.impulse_filter
+    # The views are computed before anything is drawn: the browser is idle while the model
+    # runs instead of redrawing the controls beside it on the same CPU (~2x slower there),
+    # and drawing the results below reads them from the cache.
+    early = (current_settings(predictor), st.session_state["explore_compare"])
+    early_photo, early_comparison = chosen_photo(samples), None
+    if early_photo is not None:
+        if early[1]:
+            model_comparisons(early_photo, early[0])
+        early_comparison = compare(entry, predictor, early_photo, early[0])
     st.html(VIEW_STYLE)
     photo_column, noise_column, blur_column, heatmap_column = st.container(
         key="explore_controls"
@@ -617,14 +688,12 @@ def comparison_panel(
         photo = photo_controls(samples)
         render_photo(photo)
     with noise_column:
-        density_pct, pepper_fraction, impulse_filter, seed, where = noise_controls(
-            predictor.input_size, has_filter
-        )
+        noise_controls(predictor.input_size, has_filter)
     with blur_column:
-        kernel, motion, angle = blur_controls()
+        blur_controls()
     with heatmap_column:
-        method, target, alpha = heatmap_controls(predictor.classes)
-        all_models = compare_toggle()
+        heatmap_controls(predictor.classes)
+        compare_toggle()
     common.remember_widgets(PERSISTENT_KEYS)
     if photo is None:
         st.info(
@@ -632,30 +701,34 @@ def comparison_panel(
             icon=":material/add_photo_alternate:",
         )
         return
-    spec = CorruptionSpec(
-        noise_density=round(density_pct / 100, 6),
-        pepper_fraction=pepper_fraction,
-        blur_kernel=kernel,
-        motion_length_px=motion,
-        motion_angle_deg=float(angle),
-        seed=seed,
-    )
-    settings = ExploreSettings(spec, where, method, target, alpha, impulse_filter)
+    # as drawn: the same unless a control reset itself (then computed again)
+    settings, all_models = current_settings(predictor), st.session_state["explore_compare"]
     if all_models:
         render_model_comparison(photo, settings)
-    comparison = compare(entry, predictor, photo, settings)
-    if not all_models:
-        render_views(comparison, settings.alpha)
-    render_heatmap_key(comparison)
-    render_quality(entry, predictor, photo)
-    if comparison.impulse_filter is not None and settings.spec.noise_density > 0:
-        st.caption(
+    if early_comparison is not None and photo is early_photo and (settings, all_models) == early:
+        comparison = early_comparison
+    else:
+        comparison = compare(entry, predictor, photo, settings)
+    # Laid out top to bottom, but the new numbers (answers, then the chart) go to the browser
+    # first and the images, heatmap key and quality line after them (benchmarks/bench_browser.py).
+    draw_images = render_views(comparison, settings.alpha) if not all_models else None
+    key_slot, quality_slot = st.container(), st.container()
+    filter_note = comparison.impulse_filter is not None and settings.spec.noise_density > 0
+    note_slot = st.container() if filter_note else None
+    render_predictions(comparison)
+    if draw_images is not None:
+        draw_images()
+    with key_slot:
+        render_heatmap_key(comparison)
+    with quality_slot:
+        render_quality(entry, predictor, photo)
+    if note_slot is not None:
+        note_slot.caption(
             common.IMPULSE_FILTER_NOTE
             if comparison.impulse_filter
             else "Impulse filter off: this model's network faces the noise alone, as it never "
             "did in training (its training images passed the filter too)."
         )
-    render_predictions(comparison)
     render_downloads(comparison, entry, photo, settings.alpha)
 
 

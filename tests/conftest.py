@@ -73,6 +73,20 @@ def photo_png() -> bytes:
     return buffer.getvalue()
 
 
+def with_random_batchnorm_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fresh BatchNorm layers are identities (mean 0, variance 1, weight 1, bias 0), which would
+    hide a wrong fold: give them seeded statistics and affine parameters of a trained network."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
+    return model.eval()
+
+
 def write_familiar_checkpoint(directory: Path, name: str = "tiny-aware") -> Path:
     """A tiny model (seed 0, 64 px) with familiarity statistics fitted on seeded synthetic
     lesion photos (40 'training', 30 'validation') and an abstention threshold of 0.05: it

@@ -28,7 +28,7 @@ from dermcore.models import build_model
 from dermcore.nonskin import non_skin_images
 from dermcore.preprocessing import Preprocessing
 from dermcore.robustness import robustness_curve
-from tests.conftest import lesion_photo
+from tests.conftest import lesion_photo, with_random_batchnorm_statistics
 
 SIZE = 64
 PREP = Preprocessing(SIZE, SIZE, (0.5,) * 3, (0.5,) * 3)
@@ -282,3 +282,37 @@ def test_non_skin_set_is_deterministic_and_large_enough():
         np.testing.assert_array_equal(image, second[name])
     other = non_skin_images(seed=1)
     assert any(not np.array_equal(first[n], other[n]) for n in first)
+
+
+def test_from_checkpoint_folds_batchnorm_and_answers_as_the_unfolded_model(tmp_path):
+    """Predictor.from_checkpoint folds BatchNorm into the convolutions for speed: the same top
+    classes, probabilities within 1e-4, the same familiarity, abstention and Grad-CAM."""
+    torch.manual_seed(3)
+    net = with_random_batchnorm_statistics(build_model("efficientnet_lite0", pretrained=False))
+    reference = Predictor(net, "efficientnet_lite0", PREP)
+    card = ModelCard(name="folded", arch="efficientnet_lite0", preprocessing=PREP.to_dict())
+    card.abstention = {"threshold": 0.05, "confidence_min": 0.2}
+    card_path = save_checkpoint(net, card, tmp_path)
+    save_familiarity(fit_stats(reference), card, card_path, fitted_on="synthetic test photos")
+    folded = Predictor.from_checkpoint(card_path)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    model, loaded_card = load_checkpoint(card_path)
+    unfolded = Predictor(
+        model,
+        "efficientnet_lite0",
+        PREP,
+        familiarity=load_familiarity(loaded_card, tmp_path),
+        abstain_below=0.05,
+    )
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.model.modules())
+    images = np.concatenate([skin_batch(range(200, 216)), ood_batch()])
+    fast, slow = folded.assess(images), unfolded.assess(images)
+    np.testing.assert_allclose(fast.probabilities, slow.probabilities, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(fast.probabilities.argmax(1), slow.probabilities.argmax(1))
+    np.testing.assert_allclose(fast.familiarity, slow.familiarity, rtol=0, atol=1 / 30)
+    np.testing.assert_array_equal(fast.abstain, slow.abstain)
+    assert fast.abstain.any() and not fast.abstain.all()
+    for image in images[[0, -1]]:
+        a, b = folded.explain(image), unfolded.explain(image)
+        assert a.target == b.target
+        np.testing.assert_allclose(a.cam, b.cam, rtol=0, atol=1e-3)

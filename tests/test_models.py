@@ -7,11 +7,13 @@ from dermcore.models import (
     ARCHITECTURES,
     ModelBuildError,
     build_model,
+    fold_batchnorm,
     get_arch,
     get_module,
     layer_groups,
     rename_efficientnet_pytorch_keys,
 )
+from tests.conftest import with_random_batchnorm_statistics
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +133,21 @@ def test_layer_groups_cover_all_params_in_order(arch):
     head = get_module(model, get_arch(arch).head)
     assert {id(p) for p in head.parameters()} == {id(p) for p in groups[-1]}
     assert isinstance(head, nn.Linear)
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet34"])
+def test_fold_batchnorm_removes_every_norm_and_keeps_the_outputs(arch):
+    torch.manual_seed(0)
+    model = with_random_batchnorm_statistics(build_model(arch, pretrained=False))
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        before = model(x)
+        assert fold_batchnorm(model) == norms > 30
+        after = model(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
+    assert (after.argmax(1) == before.argmax(1)).all()
+    spec = get_arch(arch)  # the layers that CAM, the classifier and familiarity hook stay put
+    for path in (spec.cam_layer, spec.head, spec.texture_layer):
+        get_module(model, path)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
@@ -127,10 +126,8 @@ def features_of(
 
 
 def feature_predictor(card_path: Path) -> tuple[Predictor, ModelCard]:
-    """A predictor with raw logits (T = 1; reports apply the card's T) in channels-last memory,
-    which EfficientNet runs faster on a CPU (see training/evaluate.py batch_predictor)."""
+    """A predictor with raw logits (T = 1; reports apply the card's T)."""
     model, card = load_checkpoint(card_path)
-    model = model.to(memory_format=torch.channels_last)
     return Predictor(model, card.arch, card.get_preprocessing(), classes=card.classes), card
 
 
