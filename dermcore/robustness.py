@@ -115,6 +115,16 @@ def blur_specs(kernels: Sequence[int]) -> list[CorruptionSpec]:
     return [CorruptionSpec(blur_kernel=int(k)) for k in kernels]
 
 
+def curve_parts(n_seeds: int = len(DEFAULT_SEEDS), pepper_fraction: float = 0.75) -> list[list]:
+    """The default curve's views in the order a page draws them: the clean view and every blur
+    kernel first, then one part per noise seed (every density), so a first curve can be drawn
+    after two parts and refined seed by seed."""
+    parts = [[CorruptionSpec(), *blur_specs(DEFAULT_KERNELS)]]
+    return parts + [
+        noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in range(n_seeds)
+    ]
+
+
 def classify_views(
     predictor: Predictor,
     photo: np.ndarray,

@@ -19,9 +19,8 @@ from dermcore.robustness import (
     DEFAULT_KERNELS,
     RobustnessCurve,
     assemble_curve,
-    blur_specs,
     classify_views,
-    noise_specs,
+    curve_parts,
     rows,
 )
 from ui import common
@@ -74,6 +73,17 @@ def classify_part(
     return classify_views(_predictor, _photo, specs, where)
 
 
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+def model_input(
+    model_key: str, photo_sha256: str, _predictor: Predictor, _photo: np.ndarray
+) -> np.ndarray:
+    """The photo at the model's input resolution, read-only. Each part of a curve corrupted at
+    the input starts from it, instead of resizing the photo again (~25 ms for 12 MP)."""
+    image = _predictor.prepare(_photo)
+    image.setflags(write=False)
+    return image
+
+
 def curve_in_parts(
     model_key: str,
     photo: common.CurrentPhoto,
@@ -84,15 +94,16 @@ def curve_in_parts(
 ) -> Iterator[tuple[float, RobustnessCurve]]:
     """(fraction done, the curve so far): first after the clean view, the blur views and the
     first noise seed, then after each further seed. Each part is cached on its own."""
-    parts = [[CorruptionSpec(), *blur_specs(DEFAULT_KERNELS)]]
-    parts += [noise_specs(DEFAULT_DENSITIES, [seed], pepper_fraction) for seed in range(n_seeds)]
+    parts = curve_parts(n_seeds, pepper_fraction)
     n_views = sum(len(part) for part in parts)
+    source = photo.image
+    # An input-size image passes to_input_resolution unchanged when resize_size == input_size.
+    if where == "input" and predictor.preprocessing.resize_size == predictor.input_size:
+        source = model_input(model_key, photo.sha256, predictor, photo.image)
     probs, done = [], 0
     for index, part in enumerate(parts):
         spec_items = tuple(tuple(sorted(spec.to_dict().items())) for spec in part)
-        probs.append(
-            classify_part(model_key, photo.sha256, spec_items, where, predictor, photo.image)
-        )
+        probs.append(classify_part(model_key, photo.sha256, spec_items, where, predictor, source))
         done += len(part)
         if index == 0:
             continue
