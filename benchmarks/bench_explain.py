@@ -34,7 +34,7 @@ import torch
 from dermcore.corruptions import CorruptionSpec, apply_corruption
 from dermcore.explain import Predictor
 from dermcore.familiarity import FamiliarityStats
-from dermcore.models import ARCHITECTURES, build_model, get_arch, get_module
+from dermcore.models import ARCHITECTURES, build_model, fold_batchnorm, get_arch, get_module
 
 VARIANTS = (
     "forward",
@@ -72,6 +72,7 @@ def variants(arch: str, seed: int) -> dict[str, Callable[[int], object]]:
 
     torch.manual_seed(seed)
     model = build_model(arch, pretrained=False)
+    fold_batchnorm(model, probe_size=get_arch(arch).preprocessing.input_size)  # as the app runs it
     # pytorch-grad-cam needs parameters that require grad; one copy each for the fresh and the
     # reused GradCAM, so neither runs the other's hooks.
     fresh_model, reused_model = copy.deepcopy(model), copy.deepcopy(model)
