@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,19 +267,17 @@ def tally(guesses: Sequence[Guess | None], outcomes: Sequence[Outcome]) -> Tally
 
 
 def familiarity_sentence(explanation: object) -> str | None:
-    """ "Familiarity with this photo: 34% · the model would abstain." where the explanation
-    carries `familiarity` (a fraction in [0, 1]) or `abstain` (a bool); None for models
-    without them."""
+    """ "The model finds this photo more familiar than 34% of its validation photos." where the
+    explanation carries a `familiarity` in [0, 1]; None for a model without familiarity
+    statistics (no attribute, or NaN). Whether the model answers is said by the answer line
+    ("Not sure") and its badge, not here."""
     familiarity = getattr(explanation, "familiarity", None)
-    abstain = getattr(explanation, "abstain", None)
-    if familiarity is None and abstain is None:
+    if familiarity is None or math.isnan(float(familiarity)):
         return None
-    parts = []
-    if familiarity is not None:
-        parts.append(f"Familiarity with this photo: {float(familiarity):.0%}")
-    if abstain is not None:
-        parts.append("the model would abstain" if abstain else "the model would answer")
-    return " · ".join(parts) + "."
+    return (
+        f"The model finds this photo more familiar than {float(familiarity):.0%} of its "
+        "validation photos."
+    )
 
 
 # ---- what the report says about a corruption ------------------------------------------------

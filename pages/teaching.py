@@ -401,7 +401,7 @@ def render_answers(mode: str, item: view.ReadyCase, comparison: Comparison) -> N
         if item.case.true_label:
             st.markdown(f"True class: **{item.case.true_label}**")
         if line := familiarity_sentence(corrupted):
-            st.markdown(line)
+            st.caption(f"Corrupted: {line}")
         if mode == STUDY:
             render_study_feedback(item, comparison)
 

@@ -172,12 +172,15 @@ def test_report_sentences_per_stage_at_the_nearest_level():
     "attributes, sentence",
     [
         ({}, None),
+        ({"familiarity": float("nan"), "abstain": False}, None),  # a model without statistics
         (
             {"familiarity": 0.34, "abstain": True},
-            "Familiarity with this photo: 34% · the model would abstain.",
+            "The model finds this photo more familiar than 34% of its validation photos.",
         ),
-        ({"familiarity": 0.9}, "Familiarity with this photo: 90%."),
-        ({"abstain": False}, "the model would answer."),
+        (
+            {"familiarity": 0.9},
+            "The model finds this photo more familiar than 90% of its validation photos.",
+        ),
     ],
 )
 def test_familiarity_where_the_model_reports_it(attributes, sentence):
