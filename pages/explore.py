@@ -620,9 +620,11 @@ def model_comparisons(
     return results, failures
 
 
-def render_model_comparison(photo: common.CurrentPhoto, settings: ExploreSettings) -> None:
-    """Each model's corrupted view with its heatmap and both answers, side by side."""
-    results, failures = model_comparisons(photo, settings)
+def render_model_comparison(
+    results: list[tuple[str, Comparison]], failures: list[str], settings: ExploreSettings
+) -> None:
+    """Each model's corrupted view with its heatmap and both answers, side by side (results
+    and failures of model_comparisons)."""
     for failure in failures:
         st.warning(failure)
     if not results:
@@ -670,48 +672,65 @@ def comparison_panel(
 ) -> None:
     """Photo, controls and results. A fragment: moving a control reruns only this panel, not
     the sidebar."""
-    has_filter = predictor.preprocessing.impulse_filter
-    # The views are computed before anything is drawn: the browser is idle while the model
-    # runs instead of redrawing the controls beside it on the same CPU (~2x slower there),
-    # and drawing the results below reads them from the cache.
-    early = (current_settings(predictor), st.session_state["explore_compare"])
-    early_photo, early_comparison = chosen_photo(samples), None
-    if early_photo is not None:
-        if early[1]:
-            model_comparisons(early_photo, early[0])
-        early_comparison = compare(entry, predictor, early_photo, early[0])
+    # Computed first, from the controls' session-state values (which already hold the change):
+    # the model runs while the browser is idle instead of redrawing beside it on the same CPU.
+    # Then the new answers and chart are sent, and the controls (laid out above them) last.
+    settings, all_models = current_settings(predictor), st.session_state["explore_compare"]
+    photo = chosen_photo(samples)
+    comparisons = model_comparisons(photo, settings) if photo is not None and all_models else None
+    comparison = compare(entry, predictor, photo, settings) if photo is not None else None
     st.html(VIEW_STYLE)
-    photo_column, noise_column, blur_column, heatmap_column = st.container(
-        key="explore_controls"
-    ).columns([1.25, 1, 1, 1], gap="medium")
-    with photo_column:
-        photo = photo_controls(samples)
-        render_photo(photo)
-    with noise_column:
-        noise_controls(predictor.input_size, has_filter)
-    with blur_column:
-        blur_controls()
-    with heatmap_column:
-        heatmap_controls(predictor.classes)
-        compare_toggle()
+    controls = st.container(key="explore_controls")
+    if comparison is not None:
+        render_results(entry, predictor, photo, settings, comparison, comparisons)
+    with controls:
+        drawn_photo = render_controls(predictor, samples)
     common.remember_widgets(PERSISTENT_KEYS)
     if photo is None:
         st.info(
             f"Pick a sample, upload a photo (up to {UPLOAD_LIMIT_MB} MB) or take one to begin.",
             icon=":material/add_photo_alternate:",
         )
-        return
-    # as drawn: the same unless a control reset itself (then computed again)
-    settings, all_models = current_settings(predictor), st.session_state["explore_compare"]
-    if all_models:
-        render_model_comparison(photo, settings)
-    if early_comparison is not None and photo is early_photo and (settings, all_models) == early:
-        comparison = early_comparison
-    else:
-        comparison = compare(entry, predictor, photo, settings)
-    # Laid out top to bottom, but the new numbers (answers, then the chart) go to the browser
-    # first and the images, heatmap key and quality line after them (benchmarks/bench_browser.py).
-    draw_images = render_views(comparison, settings.alpha) if not all_models else None
+    drawn = (current_settings(predictor), st.session_state["explore_compare"])
+    if drawn_photo is not photo or drawn != (settings, all_models):
+        st.rerun()  # a control reset itself while drawn (e.g. a class the new model lacks)
+
+
+def render_controls(
+    predictor: Predictor, samples: list[common.Sample]
+) -> common.CurrentPhoto | None:
+    """The photo picker and the noise, blur and heatmap controls, in four columns; returns the
+    photo they show."""
+    photo_column, noise_column, blur_column, heatmap_column = st.columns(
+        [1.25, 1, 1, 1], gap="medium"
+    )
+    with photo_column:
+        photo = photo_controls(samples)
+        render_photo(photo)
+    with noise_column:
+        noise_controls(predictor.input_size, predictor.preprocessing.impulse_filter)
+    with blur_column:
+        blur_controls()
+    with heatmap_column:
+        heatmap_controls(predictor.classes)
+        compare_toggle()
+    return photo
+
+
+def render_results(
+    entry: common.ModelEntry,
+    predictor: Predictor,
+    photo: common.CurrentPhoto,
+    settings: ExploreSettings,
+    comparison: Comparison,
+    comparisons: tuple[list[tuple[str, Comparison]], list[str]] | None,
+) -> None:
+    """Everything under the controls. Laid out top to bottom, but the new numbers (answers,
+    then the chart) go to the browser first and the images, heatmap key and quality line after
+    them (benchmarks/bench_browser.py)."""
+    if comparisons is not None:
+        render_model_comparison(*comparisons, settings)
+    draw_images = render_views(comparison, settings.alpha) if comparisons is None else None
     key_slot, quality_slot = st.container(), st.container()
     filter_note = comparison.impulse_filter is not None and settings.spec.noise_density > 0
     note_slot = st.container() if filter_note else None
