@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -54,7 +55,6 @@ BACKGROUND_ARGS = [
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]
-ASK_FOR_PHOTO = "Upload a photo (or take one) to begin."
 UPLOAD_INPUT = "[data-testid=stFileUploaderDropzoneInput]"
 
 
@@ -168,12 +168,14 @@ def wait_until(page, expression: str, arg=None, timeout_s: float = 180) -> None:
 
 
 def load_app(pages: Sequence, url: str) -> None:
-    """Open the app in every page (all requests first, then the waits) until it asks for a
-    photo."""
+    """Open the app in every page (all requests first, then the waits) until Explore shows its
+    first sample's predictions."""
+    from test_browser import PREDICTIONS
+
     for page in pages:
         page.goto(url, wait_until="commit")
     for page in pages:
-        page.get_by_text(ASK_FOR_PHOTO).wait_for()
+        page.locator(f"{PREDICTIONS} svg text").first.wait_for()
 
 
 def upload_and_move(pages: Sequence, photos: Sequence[Path]) -> None:
@@ -183,7 +185,11 @@ def upload_and_move(pages: Sequence, photos: Sequence[Path]) -> None:
     from test_browser import IDLE, NOISE_SLIDER, PREDICTIONS, PREDICTIONS_SIGNATURE
 
     for page, photo in zip(pages, photos, strict=True):
+        page.locator(".st-key-explore_source button", has_text="Upload").click()
         page.locator(UPLOAD_INPUT).set_input_files(photo)
+    for page, photo in zip(pages, photos, strict=True):
+        width, height = Image.open(photo).size
+        page.get_by_text(f"{width}×{height} px", exact=True).wait_for()
     drawn = f"() => !!document.querySelector('{PREDICTIONS} svg text') && ({IDLE})()"
     for page in pages:
         wait_until(page, drawn)
