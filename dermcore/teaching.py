@@ -267,13 +267,16 @@ def tally(guesses: Sequence[Guess | None], outcomes: Sequence[Outcome]) -> Tally
 
 
 def familiarity_sentence(explanation: object) -> str | None:
-    """ "The model finds this photo more familiar than 34% of its validation photos." where the
+    """ "The model finds this photo more familiar than 34% of its validation photos." (at 0:
+    "less familiar than every one of its validation photos") where the
     explanation carries a `familiarity` in [0, 1]; None for a model without familiarity
     statistics (no attribute, or NaN). Whether the model answers is said by the answer line
     ("Not sure") and its badge, not here."""
     familiarity = getattr(explanation, "familiarity", None)
     if familiarity is None or math.isnan(float(familiarity)):
         return None
+    if float(familiarity) <= 0:
+        return "The model finds this photo less familiar than every one of its validation photos."
     return (
         f"The model finds this photo more familiar than {float(familiarity):.0%} of its "
         "validation photos."

@@ -174,6 +174,10 @@ def test_report_sentences_per_stage_at_the_nearest_level():
         ({}, None),
         ({"familiarity": float("nan"), "abstain": False}, None),  # a model without statistics
         (
+            {"familiarity": 0.0, "abstain": True},
+            "The model finds this photo less familiar than every one of its validation photos.",
+        ),
+        (
             {"familiarity": 0.34, "abstain": True},
             "The model finds this photo more familiar than 34% of its validation photos.",
         ),
