@@ -38,6 +38,13 @@ class Preprocessing:
                 f"need 8 <= input_size <= resize_size, got {self.input_size} and {self.resize_size}"
             )
 
+    @property
+    def input_passes_through(self) -> bool:
+        """True when an image already at input_size x input_size comes out of
+        to_input_resolution unchanged (resize_size == input_size): a model input can then
+        stand in for its photo, sparing a resize of the photo."""
+        return self.resize_size == self.input_size
+
     def to_input_resolution(self, image: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 photo -> uint8 (input_size, input_size, 3). An image already at the
         input size passes through unchanged when resize_size == input_size."""

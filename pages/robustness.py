@@ -97,8 +97,7 @@ def curve_in_parts(
     parts = curve_parts(n_seeds, pepper_fraction)
     n_views = sum(len(part) for part in parts)
     source = photo.image
-    # An input-size image passes to_input_resolution unchanged when resize_size == input_size.
-    if where == "input" and predictor.preprocessing.resize_size == predictor.input_size:
+    if where == "input" and predictor.preprocessing.input_passes_through:
         source = model_input(model_key, photo.sha256, predictor, photo.image)
     probs, done = [], 0
     for index, part in enumerate(parts):
@@ -134,7 +133,7 @@ def show_curve(
 ) -> None:
     """Draw the curve as soon as its first noise seed is in, then refine it seed by seed, with
     a progress bar above until the last one."""
-    n_views = 1 + len(DEFAULT_KERNELS) + n_seeds * len(DEFAULT_DENSITIES)
+    n_views = sum(len(part) for part in curve_parts(n_seeds, pepper_fraction))
     text = f"Corrupting and classifying {n_views} views…"
     bar = st.progress(0.0, text=text)
     slot = st.empty()

@@ -34,7 +34,12 @@ def test_to_input_resolution_shape_and_centre(shape):
 def test_input_sized_image_passes_through_unchanged():
     preset = Preprocessing(input_size=224, resize_size=224)
     image = np.random.default_rng(1).integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
+    assert preset.input_passes_through
     np.testing.assert_array_equal(preset.to_input_resolution(image), image)
+    # resize then crop (torchvision style): an input-sized image is enlarged and cropped again
+    cropping = Preprocessing(input_size=224, resize_size=256)
+    assert not cropping.input_passes_through
+    assert not np.array_equal(cropping.to_input_resolution(image), image)
 
 
 def test_centre_crop_keeps_the_middle():

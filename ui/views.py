@@ -74,11 +74,11 @@ def compare(
     clean = explain_view(
         model_key, photo.sha256, (), "input", method, target, predictor, photo.image
     )
-    # where="input" corrupts the photo's model input, and an image already at the input size
-    # passes through to_input_resolution unchanged when resize_size == input_size: then the
-    # clean input stands in for the photo, sparing a 12 MP resize (~50 ms) per slider move.
+    # where="input" corrupts the photo's model input: where that input passes through
+    # to_input_resolution, the clean input stands in for the photo, sparing a 12 MP resize
+    # (~50 ms) per slider move.
     source = photo.image
-    if settings.where == "input" and predictor.preprocessing.resize_size == predictor.input_size:
+    if settings.where == "input" and predictor.preprocessing.input_passes_through:
         source = clean.input_image
     spec_items = tuple(sorted(settings.spec.to_dict().items()))
     corrupted = explain_view(
