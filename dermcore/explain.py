@@ -292,8 +292,8 @@ class Predictor:
             threshold = -np.inf if self.confidence_min is None else self.confidence_min
             return Assessment(probabilities, nan, confidence < threshold, nan.copy())
         familiarity = stats.familiarity(*views)
-        score = abstention_score(familiarity, stats.confidence_percentile(confidence))
         threshold = -np.inf if self.abstain_below is None else self.abstain_below
+        score = abstention_score(familiarity, stats.confidence_percentile(confidence), threshold)
         return Assessment(probabilities, familiarity, score < threshold, score)
 
     def explain(

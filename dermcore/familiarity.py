@@ -19,9 +19,11 @@ photos spread evenly over [0, 1], and a photo stranger than every validation pho
 Why these and not a k-nearest-neighbour distance or the energy score: training/README.md ("Familiarity and abstention"), with the validation numbers.
 
 Abstention also uses the calibrated confidence (top softmax(logits / T)) as a percentile of the
-validation photos' confidences. The abstention score is min(familiarity, confidence percentile)
-and a model abstains where it falls below the card's threshold: the photo is stranger, or its
-answer less sure, than that share of validation photos.
+validation photos' confidences. A model abstains where min(familiarity, confidence percentile)
+falls below the card's threshold: the photo is stranger, or its answer less sure, than that
+share of validation photos. The abstention score that ranks photos (risk-coverage, AUROC) is
+that minimum, except that a photo familiar enough to pass the threshold ranks by its
+confidence percentile alone (`abstention_score`).
 """
 
 from __future__ import annotations
@@ -253,11 +255,21 @@ def fit_mahalanobis(
     return means.astype(np.float32), ((precision + precision.T) / 2).astype(np.float32)
 
 
-def abstention_score(familiarity: np.ndarray, confidence_percentile: np.ndarray) -> np.ndarray:
-    """The smaller of the two validation percentiles, float64 (N,) in [0, 1]; a model abstains
-    where it is below the card's threshold. NaN familiarity (no statistics) is ignored."""
+def abstention_score(
+    familiarity: np.ndarray, confidence_percentile: np.ndarray, threshold: float | None = None
+) -> np.ndarray:
+    """float64 (N,) in [0, 1]; a model abstains where it is below the card's threshold, that is
+    where the smaller of the two validation percentiles is. NaN familiarity (no statistics) is
+    ignored. With `threshold`, a photo familiar enough to pass it scores by its confidence
+    percentile alone: the same decisions, but among the answered photos the order that
+    risk-coverage curves and the right-vs-wrong AUROC read is the confidence's, which tells
+    right from wrong better than how usual the texture is (training/README.md)."""
     familiarity = np.asarray(familiarity, dtype=np.float64)
-    return np.fmin(familiarity, np.asarray(confidence_percentile, dtype=np.float64))
+    confidence_percentile = np.asarray(confidence_percentile, dtype=np.float64)
+    score = np.fmin(familiarity, confidence_percentile)
+    if threshold is None:
+        return score
+    return np.where(familiarity >= threshold, confidence_percentile, score)
 
 
 def familiarity_badge(familiarity: float | None) -> str | None:

@@ -423,13 +423,31 @@ def render_calibration(report: SetReport, condition: ConditionResult) -> None:
     if isinstance(temperature, int | float):
         numbers.metric(
             "Temperature", f"{temperature:.2f}",
-            help="Fitted on the clean validation split; every probability here is softmax(logits / T).",
+            help="Every probability here is softmax(logits / T). " + _temperature_origin(calibration),
         )  # fmt: skip
         before, after = calibration.get("ece_before"), calibration.get("ece_after")
+        in_source = calibration.get("ece_in_source")
         if isinstance(before, int | float) and isinstance(after, int | float):
-            numbers.caption(
-                f"Validation ECE {before:.1%} before temperature scaling, {after:.1%} after."
-            )
+            if isinstance(in_source, int | float):
+                numbers.caption(
+                    f"Validation ECE {before:.1%} before temperature scaling, {in_source:.1%} "
+                    f"at validation's own temperature, {after:.1%} at this one: softened for "
+                    "photos from other clinics, so a little underconfident on its own sources."
+                )
+            else:
+                numbers.caption(
+                    f"Validation ECE {before:.1%} before temperature scaling, {after:.1%} after."
+                )
+
+
+def _temperature_origin(calibration: dict) -> str:
+    factor = calibration.get("shift_factor")
+    if not isinstance(factor, int | float):
+        return "Fitted on the clean validation split."
+    return (
+        f"Fitted on the clean validation split, then multiplied by {factor:.2f}: how much "
+        "softer the same recipe had to be on photos from a source it never trained on."
+    )
 
 
 def render_pairs(model: ModelReports, paper: dict) -> None:

@@ -247,6 +247,20 @@ def test_abstention_score_is_the_smaller_percentile():
     np.testing.assert_allclose(score, [0.1, 0.2, 0.3])
 
 
+def test_abstention_score_ranks_familiar_photos_by_confidence_and_keeps_the_decisions():
+    rng = np.random.default_rng(0)
+    familiarity, confidence = rng.random(500), rng.random(500)
+    familiarity[:5] = np.nan  # no statistics: the confidence alone
+    plain = abstention_score(familiarity, confidence)
+    for threshold in (0.0, 0.05, 0.3):
+        gated = abstention_score(familiarity, confidence, threshold)
+        np.testing.assert_array_equal(gated < threshold, plain < threshold)
+        passed = familiarity >= threshold
+        np.testing.assert_array_equal(gated[passed], confidence[passed])
+        np.testing.assert_array_equal(gated[~passed], plain[~passed])
+    np.testing.assert_array_equal(abstention_score([0.9, 0.01], [0.2, 0.8], 0.05), [0.2, 0.01])
+
+
 @pytest.mark.parametrize(
     ("familiarity", "badge"),
     [(0.9, BADGES[0]), (0.05, BADGES[0]), (0.049, BADGES[1]), (0.001, BADGES[1]), (0.0, BADGES[2])],

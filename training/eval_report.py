@@ -138,24 +138,40 @@ def by_condition(
 # --- calibration, confusions, drift ----------------------------------------------------------
 
 
-def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> dict:
+def calibrate(val_logits: np.ndarray, val_labels: np.ndarray, shift: dict | None = None) -> dict:
+    """T fitted on the clean validation split, times the held-out-source proxy's shift factor
+    when `shift` (weights/reports/shift_proxy.json's "temperature") is given: the models meet
+    photos from clinics they never saw, where the same recipe is more sure of itself than it
+    should be (training/README.md, "A content-shift stand-in")."""
     bounds = (0.05, 20.0)
-    temperature = metrics.fit_temperature(val_logits, val_labels, bounds)
-    before, _ = metrics.expected_calibration_error(val_labels, metrics.softmax(val_logits))
-    after, _ = metrics.expected_calibration_error(
-        val_labels, metrics.softmax(val_logits, temperature)
-    )
-    return {
+    in_source = metrics.fit_temperature(val_logits, val_labels, bounds)
+    factor = float(shift["shift_factor"]) if shift else 1.0
+    temperature = in_source * factor
+
+    def ece(t: float) -> float:
+        return metrics.expected_calibration_error(val_labels, metrics.softmax(val_logits, t))[0]
+
+    out = {
         "temperature": temperature,
-        "ece_before": before,
-        "ece_after": after,
+        "ece_before": ece(1.0),
+        "ece_after": ece(temperature),
         "nll_before": metrics.nll_from_logits(val_labels, val_logits),
         "nll_after": metrics.nll_from_logits(val_labels, val_logits, temperature),
         "fitted_on": f"validation split, clean, {len(val_labels)} images",
         "ece_bins": metrics.ECE_BINS,
         # a fit at a bound means the search range, not the data, set T (e.g. an untrained head)
-        "at_bound": bool(np.isclose(temperature, bounds, rtol=1e-4).any()),
+        "at_bound": bool(np.isclose(in_source, bounds, rtol=1e-4).any()),
     }
+    if shift:
+        out |= {
+            "in_source_temperature": in_source,
+            "ece_in_source": ece(in_source),
+            "shift_factor": factor,
+            "fitted_on": f"validation split, clean, {len(val_labels)} images, times the "
+            f"shift factor {factor:.3f} (T on a held-out source / T on validation) of the "
+            f"held-out-source proxy ({shift['heldout_source']})",
+        }
+    return out
 
 
 def confusion_report(

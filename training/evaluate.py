@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -191,6 +192,15 @@ def report_sets(sets: Sequence[ImageSet], logits: dict) -> dict[str, tuple[Image
     return reports
 
 
+def read_shift(path: Path) -> dict | None:
+    """The held-out-source proxy's temperature measures (training/shift_proxy.py), or None."""
+    if not path.is_file():
+        log.info("no %s: the temperature is the validation split's alone", path)
+        return None
+    data = json.loads(path.read_text())
+    return {**data["temperature"], "heldout_source": data["heldout_source"]}
+
+
 def evaluate_model(
     card_path: Path, args: argparse.Namespace, split: dict, decoded: dict
 ) -> ModelResult:
@@ -211,7 +221,7 @@ def evaluate_model(
 
     started = time.perf_counter()
     val_logits = predictor.predict_logits(val.images, args.batch_size)
-    calibration = calibrate(val_logits, val.labels)
+    calibration = calibrate(val_logits, val.labels, read_shift(args.shift_proxy))
     card.calibration = {**card.calibration, **calibration}
     write_card(card, card_path)  # only the card changes; the weights and their hash do not
 
@@ -328,6 +338,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="conditions to evaluate (clean is always added)",
     )
+    parser.add_argument(
+        "--shift-proxy",
+        type=Path,
+        default=None,
+        help="held-out-source proxy (training/shift_proxy.py) whose shift factor multiplies the "
+        "validation temperature (default: <out>/shift_proxy.json when it exists)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds every per-image corruption draw")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     parser.add_argument(
@@ -358,6 +375,7 @@ def main(args: argparse.Namespace) -> dict[str, ModelResult]:
         raise DataError("No --data-root given and ../shared/data/train does not exist.")
     args.split = args.split or args.weights_dir / "split.json"
     args.out = args.out or args.weights_dir / "reports"
+    args.shift_proxy = args.shift_proxy or args.out / "shift_proxy.json"
     if "clean" not in args.conditions:
         args.conditions = ["clean", *args.conditions]
     args.conditions = [name for name in CONDITIONS if name in set(args.conditions)]

@@ -16,7 +16,16 @@ in for the unfamiliar (5% salt-and-pepper and the 11x11 blur of training/evaluat
   answered_acc              validation accuracy on the answered photos (clean)
   auroc_rw                  how well the abstention score ranks right answers above wrong ones
                             (clean validation)
+  heldout_auroc_rw          the same AUROC on photos from a source the model never saw, read
+                            from the held-out-source proxy (weights/reports/shift_proxy.json,
+                            training/shift_proxy.py): the one content-shift measure, since
+                            validation photos come from the training sources
 with the threshold set as below. The rule that abstains on a low confidence alone is listed too.
+The criterion is the mean of catch_sp5, catch_blur11, auroc_rw and heldout_auroc_rw.
+
+Both views are fitted on the training photos as the model saw them in training: with its
+training corruption (one seeded draw per photo; training/features.py training_view_of), so
+noise-trained's salt-and-pepper photos are familiar to it, and clean photos for clean.
 
 Threshold: the abstention score is min(familiarity, confidence percentile), both validation
 percentiles; the model abstains below `threshold`, the largest value on a 1/1000 grid that still
@@ -55,6 +64,7 @@ from training.features import (  # noqa: E402
     feature_predictor,
     features_of,
     load_photo_sets,
+    training_view_of,
 )
 
 log = logging.getLogger("familiarity")
@@ -68,7 +78,7 @@ IMPLEMENTED = {
     "texture": ("texture",),
     "mahalanobis+texture": ("content", "texture"),
 }
-SELECTION_KEYS = ("catch_sp5", "catch_blur11", "auroc_rw")
+SELECTION_KEYS = ("catch_sp5", "catch_blur11", "auroc_rw", "heldout_auroc_rw")
 
 
 def selection_value(row: dict) -> float:
@@ -165,6 +175,10 @@ def compare(
             familiarity = familiarity_of(scores[name], val)
             abstention = {c: abstention_score(familiarity[c], conf_pct[c]) for c in val}
         threshold = choose_threshold(abstention["clean"], coverage)
+        if familiarity is not None:  # the same decisions; answered photos rank by confidence
+            abstention = {
+                c: abstention_score(familiarity[c], conf_pct[c], threshold) for c in abstention
+            }
         answered = abstention["clean"] >= threshold
         correct = clean_pred == labels
         row = {
@@ -201,12 +215,16 @@ def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
             predictor, card, sets[set_name], condition, args.seed, args.cache_dir, args.batch_size
         )
 
-    train = features("train", "clean")
+    train = training_view_of(
+        predictor, card, sets["train"], args.seed, args.cache_dir, args.batch_size
+    )
     val = {c: features("val", c) for c in SELECTION_CONDITIONS}
     labels = sets["val"].labels
     scores = candidate_scores(train, sets["train"].labels, len(card.classes))
     table = compare(scores, val, labels, card.temperature, args.coverage)
-    for row in table.values():
+    proxy = read_proxy(args.shift_proxy)
+    for name, row in table.items():
+        row["heldout_auroc_rw"] = proxy[name]["heldout_auroc_rw"]
         row["criterion"] = selection_value(row) if "catch_sp5" in row else float("nan")
     _print_table(card.name, table)
     chosen = max(IMPLEMENTED, key=lambda name: table[name]["criterion"])
@@ -235,7 +253,8 @@ def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
         stats,
         card,
         card_path,
-        fitted_on=f"training split, clean, {len(train[0])} images (means, covariances); "
+        fitted_on=f"training split as the model saw it in training ({train_corruption(card)}), "
+        f"{len(train[0])} images (means, covariances); "
         f"validation split, clean, {len(val_logits)} images (percentiles)",
         texture_layer=stats.texture_layer,
         views=list(stats.views),
@@ -256,6 +275,21 @@ def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
         100 * (score >= threshold).mean(),
     )
     return table
+
+
+def read_proxy(path: Path) -> dict[str, dict]:
+    """Candidate -> its held-out-source row (training/shift_proxy.py's `scores`)."""
+    if not path.is_file():
+        raise SystemExit(
+            f"{path} is missing: run training/shift_proxy.py first (training/README.md, "
+            "'A content-shift stand-in')."
+        )
+    return json.loads(path.read_text())["scores"]
+
+
+def train_corruption(card: ModelCard) -> str:
+    mode = card.training.get("train_corruption", "none")
+    return "clean photos" if mode == "none" else f"training corruption {mode!r}"
 
 
 def _abstention_fields(
@@ -298,6 +332,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--compare-only", action="store_true", help="print the comparison, write nothing"
+    )
+    parser.add_argument(
+        "--shift-proxy",
+        type=Path,
+        default=REPO / "weights" / "reports" / "shift_proxy.json",
+        help="the held-out-source proxy's scores (training/shift_proxy.py)",
     )
     add_data_arguments(parser)
     return parser

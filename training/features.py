@@ -31,6 +31,7 @@ from dermcore.checkpoint import ModelCard, load_checkpoint  # noqa: E402
 from dermcore.explain import Predictor  # noqa: E402
 from dermcore.nonskin import non_skin_images  # noqa: E402
 from dermcore.preprocessing import Preprocessing  # noqa: E402
+from training.augment import corrupt_for_training  # noqa: E402
 from training.conditions import CONDITIONS, SWEEPS, corrupt_batch  # noqa: E402
 from training.eval_data import default_data_root, load_set, read_manifest, read_split  # noqa: E402
 
@@ -122,6 +123,42 @@ def features_of(
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, logits=logits, features=features, texture=texture)
     log.info("  %s %s %s: %d photos", card.name, photo_set.name, condition, len(images))
+    return logits, features, texture
+
+
+def training_view_of(
+    predictor: Predictor,
+    card: ModelCard,
+    photo_set: PhotoSet,
+    seed: int,
+    cache_dir: Path,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like features_of, with each photo as the model saw it in training: the card's training
+    corruption (training/augment.py corrupt_for_training: salt-and-pepper for noise-trained,
+    the mix for robust), one seeded draw per photo; the clean photos for a clean model."""
+    mode = card.training.get("train_corruption", "none")
+    if mode == "none":
+        return features_of(predictor, card, photo_set, "clean", seed, cache_dir, batch_size)
+    path = (
+        cache_dir / f"{card.name}-{card.weights_sha256[:12]}" / f"{photo_set.name}-train-{mode}.npz"
+    )
+    if path.is_file():
+        data = np.load(path)
+        return data["logits"], data["features"], data["texture"]
+    clean_share = card.training.get("config", {}).get("robust_clean_share", 2 / 3)
+    images = np.stack(
+        [
+            corrupt_for_training(
+                image, mode, np.random.default_rng([seed, index, 7919]), clean_share
+            )
+            for index, image in enumerate(photo_set.images)
+        ]
+    )
+    logits, features, texture = predictor.embed(images, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, logits=logits, features=features, texture=texture)
+    log.info("  %s %s as trained (%s): %d photos", card.name, photo_set.name, mode, len(images))
     return logits, features, texture
 
 

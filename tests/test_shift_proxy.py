@@ -1,0 +1,109 @@
+"""The held-out-source proxy: the split it trains on, the temperature it scales, the rows it reads."""
+
+import json
+
+import numpy as np
+import pytest
+
+from training import metrics
+from training.eval_report import calibrate
+from training.evaluate import read_shift
+from training.familiarity import read_proxy
+from training.source_holdout import hold_out
+
+
+def split_rows(rng: np.random.Generator) -> dict:
+    """A split.json dict: 'web' feeds A and B, 'clinic' feeds A, B and C, in every split."""
+    splits = {}
+    for name, n in (("train", 12), ("val", 6), ("test", 6)):
+        splits[name] = [
+            {
+                "path": f"images/{label}/{source}-{name}{i}.jpg",
+                "sha256": f"{rng.integers(1 << 30):x}",
+                "label": label,
+                "source": source,
+                "group": f"{source}-{name}{i}",
+            }
+            for i in range(n)
+            for label, source in (("A", "web"), ("B", "web"), ("A", "clinic"), ("B", "clinic"))
+        ] + [
+            {"path": f"images/C/clinic-{name}{i}.jpg", "sha256": "0", "label": "C"}
+            | {"source": "clinic", "group": f"c-{name}{i}"}
+            for i in range(n)
+        ]
+    return {"seed": 0, "method": "grouped", "manifest_sha256": "abc", "splits": splits}
+
+
+def test_hold_out_moves_one_source_out_of_train_and_val_and_keeps_test():
+    split = split_rows(np.random.default_rng(0))
+    out = hold_out(split, "web")
+    assert out["heldout_source"] == "web" and out["manifest_sha256"] == "abc"
+    for name in ("train", "val"):
+        assert {r["source"] for r in out["splits"][name]} == {"clinic"}
+    assert out["splits"]["test"] == split["splits"]["test"]
+    heldout = [r for s in ("train", "val") for r in split["splits"][s] if r["source"] == "web"]
+    assert out["heldout"] == heldout and len(heldout) == 2 * (12 + 6)
+    assert out["counts"]["heldout"] == {"A": 18, "B": 18}
+    assert out["counts"]["train"] == {"A": 12, "B": 12, "C": 12}
+
+
+def test_hold_out_refuses_a_source_that_would_take_a_class_with_it():
+    split = split_rows(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no training photo of \\['C'\\]"):
+        hold_out(split, "clinic")
+    with pytest.raises(ValueError, match="no photo of source"):
+        hold_out(split, "atlas")
+
+
+def test_calibrate_scales_the_validation_temperature_by_the_shift_factor():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (4000, 5))
+    labels = np.array([rng.choice(5, p=p) for p in metrics.softmax(logits / 2.0)])
+    alone = calibrate(logits, labels)
+    assert alone["temperature"] == pytest.approx(2.0, rel=0.1)
+    assert "shift_factor" not in alone
+    shifted = calibrate(logits, labels, {"shift_factor": 1.5, "heldout_source": "web"})
+    assert shifted["in_source_temperature"] == pytest.approx(alone["temperature"])
+    assert shifted["temperature"] == pytest.approx(1.5 * alone["temperature"])
+    assert shifted["ece_in_source"] == pytest.approx(alone["ece_after"])
+    assert shifted["ece_after"] > shifted["ece_in_source"]  # less sure than validation needs
+    assert "held-out-source proxy (web)" in shifted["fitted_on"]
+
+
+def test_proxy_file_round_trip_for_evaluate_and_familiarity(tmp_path):
+    path = tmp_path / "shift_proxy.json"
+    assert read_shift(path) is None
+    with pytest.raises(SystemExit, match="shift_proxy.py"):
+        read_proxy(path)
+    proxy = {
+        "heldout_source": "web",
+        "temperature": {"shift_factor": 1.3, "t_val": 0.7, "t_heldout": 0.91},
+        "scores": {"texture": {"heldout_auroc_rw": 0.6}},
+    }
+    path.write_text(json.dumps(proxy))
+    assert read_shift(path) == {**proxy["temperature"], "heldout_source": "web"}
+    assert read_proxy(path) == proxy["scores"]
+
+
+def test_statistics_see_the_training_photos_as_the_model_saw_them(tiny_weights_dir, tmp_path):
+    from dermcore.checkpoint import load_checkpoint
+    from dermcore.explain import Predictor
+    from tests.conftest import lesion_photo
+    from training.features import PhotoSet, features_of, training_view_of
+
+    model, card = load_checkpoint(tiny_weights_dir / "tiny-noise.json")
+    predictor = Predictor(model, card.arch, card.get_preprocessing(), classes=card.classes)
+    prep = card.get_preprocessing()
+    images = np.stack([prep.to_input_resolution(lesion_photo(seed)) for seed in range(3)])
+    photos = PhotoSet("train", images, np.zeros(3, np.int64))
+    clean = features_of(predictor, card, photos, "clean", 0, tmp_path)
+    card.training = {"train_corruption": "none"}
+    for a, b in zip(training_view_of(predictor, card, photos, 0, tmp_path), clean, strict=True):
+        np.testing.assert_array_equal(a, b)
+    card.training = {"train_corruption": "sp"}  # noise-trained: salt-and-pepper on every photo
+    noisy = training_view_of(predictor, card, photos, 0, tmp_path)
+    assert (tmp_path / f"{card.name}-{card.weights_sha256[:12]}" / "train-train-sp.npz").is_file()
+    assert not np.allclose(noisy[2], clean[2], atol=1e-3)  # the texture view sees the noise
+    again = training_view_of(predictor, card, photos, 0, tmp_path / "fresh")  # same draws
+    for a, b in zip(noisy, again, strict=True):
+        np.testing.assert_array_equal(a, b)
