@@ -130,7 +130,16 @@ def render_model_card(entry: common.ModelEntry) -> None:
             ).T,
             width="stretch",
         )
-    if card.calibration:
+    if card.calibration.get("shift_factor"):
+        st.markdown(
+            "**Confidence.** Its probabilities are set for photos from clinics it never saw. "
+            "The same training without one photo source was more sure of itself on that "
+            "source's photos than its accuracy there justified, so these probabilities are "
+            "softened by as much. On photos like its training photos it is therefore a little "
+            "modest; on photos from other clinics (SD-198) it is still too sure. Read a high "
+            "probability as the model's certainty, not as the chance of being right."
+        )
+    elif card.calibration:
         st.markdown(
             "**Confidence.** Its probabilities are calibrated on validation photos: among "
             "answers given at about 80%, about 80% were right there. On photos from other "

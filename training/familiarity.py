@@ -23,9 +23,10 @@ in for the unfamiliar (5% salt-and-pepper and the 11x11 blur of training/evaluat
 with the threshold set as below. The rule that abstains on a low confidence alone is listed too.
 The criterion is the mean of catch_sp5, catch_blur11, auroc_rw and heldout_auroc_rw.
 
-Both views are fitted on the training photos as the model saw them in training: with its
-training corruption (one seeded draw per photo; training/features.py training_view_of), so
-noise-trained's salt-and-pepper photos are familiar to it, and clean photos for clean.
+Both views are fitted on the training photos as the model saw them in training where its
+training corruption touched every photo (noise-trained's salt-and-pepper, one seeded draw per
+photo; training/features.py training_view_of), so noisy photos are familiar to it; on the clean
+photos otherwise (clean, and robust, which saw two thirds of its photos clean).
 
 Threshold: the abstention score is min(familiarity, confidence percentile), both validation
 percentiles; the model abstains below `threshold`, the largest value on a 1/1000 grid that still
@@ -59,6 +60,7 @@ from dermcore.familiarity import (  # noqa: E402
 from dermcore.models import get_arch  # noqa: E402
 from training import metrics  # noqa: E402
 from training.features import (  # noqa: E402
+    EVERY_PHOTO,
     SELECTION_CONDITIONS,
     add_data_arguments,
     feature_predictor,
@@ -289,7 +291,7 @@ def read_proxy(path: Path) -> dict[str, dict]:
 
 def train_corruption(card: ModelCard) -> str:
     mode = card.training.get("train_corruption", "none")
-    return "clean photos" if mode == "none" else f"training corruption {mode!r}"
+    return f"training corruption {mode!r}" if mode in EVERY_PHOTO else "clean photos"
 
 
 def _abstention_fields(

@@ -44,6 +44,9 @@ REPORT_SETS = ("test", "shift_sd198", "non_skin")
 # validation views for choosing the score: corrupted validation photos stand in for the unknown
 # (no SD-198 photo and no non-skin image is looked at when choosing)
 SELECTION_CONDITIONS = ("clean", "sp5", "blur11")
+# training corruptions (training/augment.py) applied to every training photo: the familiarity
+# statistics of such a model are fitted on its training photos as it saw them
+EVERY_PHOTO = ("sp",)
 
 
 @dataclass
@@ -134,11 +137,13 @@ def training_view_of(
     cache_dir: Path,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like features_of, with each photo as the model saw it in training: the card's training
-    corruption (training/augment.py corrupt_for_training: salt-and-pepper for noise-trained,
-    the mix for robust), one seeded draw per photo; the clean photos for a clean model."""
+    """Like features_of, with each photo as the model saw it in training, where its training
+    corruption touched every photo (EVERY_PHOTO: noise-trained's salt-and-pepper), one seeded
+    draw per photo; the clean photos otherwise. robust saw two thirds of its photos clean:
+    fitted on its mix, its familiarity stopped seeing blur and 7 of the 48 non-skin images
+    (training/README.md, "Familiarity and abstention")."""
     mode = card.training.get("train_corruption", "none")
-    if mode == "none":
+    if mode not in EVERY_PHOTO:
         return features_of(predictor, card, photo_set, "clean", seed, cache_dir, batch_size)
     path = (
         cache_dir / f"{card.name}-{card.weights_sha256[:12]}" / f"{photo_set.name}-train-{mode}.npz"
@@ -146,12 +151,9 @@ def training_view_of(
     if path.is_file():
         data = np.load(path)
         return data["logits"], data["features"], data["texture"]
-    clean_share = card.training.get("config", {}).get("robust_clean_share", 2 / 3)
     images = np.stack(
         [
-            corrupt_for_training(
-                image, mode, np.random.default_rng([seed, index, 7919]), clean_share
-            )
+            corrupt_for_training(image, mode, np.random.default_rng([seed, index, 7919]))
             for index, image in enumerate(photo_set.images)
         ]
     )

@@ -20,6 +20,7 @@ if str(REPO) not in sys.path:  # run as a script: python training/results_table.
     sys.path.insert(0, str(REPO))
 
 from dermcore import paper  # noqa: E402
+from dermcore.familiarity import BADGES  # noqa: E402
 
 MODELS = ("clean", "noise-trained", "robust")
 ROBUSTNESS = {  # report condition -> column title
@@ -153,16 +154,22 @@ def table4(reports: Path, name: str = "clean", top: int = 5) -> list[str]:
 
 
 def calibration(reports: Path, names: list[str]) -> list[str]:
+    """Each model's temperature: validation's, times the held-out-source shift factor when the
+    card has one; validation ECE before scaling, at validation's own T and at the shipped T."""
     rows = [
-        "| model | temperature (fitted on val) | val ECE before | val ECE after |",
-        "|---|---|---|---|",
-    ]
+        "| model | T fitted on val | shift factor | shipped T | val ECE before | val ECE at val's T | val ECE at shipped T |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
     for name in names:
         path = reports / name / "summary.json"
         if path.is_file():
             cal = json.loads(path.read_text())["calibration"]
+            factor = cal.get("shift_factor", 1.0)
+            own_t = cal.get("in_source_temperature", cal["temperature"])
+            own_ece = cal.get("ece_in_source", cal["ece_after"])
             rows.append(
-                f"| {name} | {cal['temperature']:.3f} | {cal['ece_before']:.3f} | {cal['ece_after']:.3f} |"
+                f"| {name} | {own_t:.3f} | {factor:.3f} | {cal['temperature']:.3f} | "
+                f"{cal['ece_before']:.3f} | {own_ece:.3f} | {cal['ece_after']:.3f} |"
             )
     return rows
 
@@ -197,6 +204,145 @@ def sd198_conditions(reports: Path, names: list[str]) -> list[str]:
     return rows
 
 
+SWEEP = ("clean", "sp0.5", "sp1", "sp2", "sp3", "sp4", "sp5", "blur3", "blur5", "blur7", "blur9", "blur11")  # fmt: skip
+ABSTENTION_SETS = {"test": "test", "shift_sd198": "SD-198", "non_skin": "non-skin"}
+
+
+def _abstention(reports: Path, names: list[str]) -> dict[str, dict]:
+    paths = {name: reports / name / "abstention.json" for name in names}
+    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.is_file()}
+
+
+def abstention_targets(reports: Path, names: list[str]) -> list[str]:
+    """training/abstention_report.py's measures against issue 14's targets, one column a model."""
+    data = _abstention(reports, names)
+
+    def cell(name: str, set_name: str, condition: str, key: str, scale: float = 100) -> str:
+        value = data[name]["sets"][set_name][condition].get(key)
+        return "" if value is None else f"{scale * value:.1f}" if scale == 100 else f"{value:.3f}"
+
+    def row(label: str, target: str, values: list[str]) -> str:
+        return f"| {label} | {target} | " + " | ".join(values) + " |"
+
+    def answered_and_all(name: str, set_name: str, condition: str = "clean") -> str:
+        answered = cell(name, set_name, condition, "top1_answered")
+        return f"{answered} ({cell(name, set_name, condition, 'top1_all')})"
+
+    table2 = "shift_sd198_table2_clean"
+    rows = [
+        "| measure (all 263 SD-198 rows) | target | " + " | ".join(data) + " |",
+        "|---|---|" + "---|" * len(data),
+        row("test: answered %", ">= 90", [cell(n, "test", "clean", "coverage") for n in data]),
+        row(
+            "test: top-1 % on answered (on all)",
+            "> all",
+            [answered_and_all(n, "test") for n in data],
+        ),  # fmt: skip
+        row(
+            "non-skin: abstains %",
+            ">= 95",
+            [f"{100 - float(cell(n, 'non_skin', 'clean', 'coverage')):.1f}" for n in data],
+        ),  # fmt: skip
+        row(
+            "SD-198: AUROC right vs wrong",
+            ">= 0.75",
+            [cell(n, "shift_sd198", "clean", "auroc_right_wrong", 1) for n in data],
+        ),  # fmt: skip
+        row(
+            "SD-198: answered %",
+            ">= 25",
+            [cell(n, "shift_sd198", "clean", "coverage") for n in data],
+        ),  # fmt: skip
+        row(
+            "SD-198: top-1 % on answered (on all)",
+            ">= 45",
+            [answered_and_all(n, "shift_sd198") for n in data],
+        ),  # fmt: skip
+        row(
+            "test: flip-catch % at 5 % salt-and-pepper",
+            ">= 60",
+            [cell(n, "test", "sp5", "flip_catch") for n in data],
+        ),  # fmt: skip
+        row(
+            "test: flip-catch % under the 11x11 blur",
+            ">= 60",
+            [cell(n, "test", "blur11", "flip_catch") for n in data],
+        ),  # fmt: skip
+        row(
+            "SD-198: ECE on answered photos",
+            "<= 0.15",
+            [cell(n, "shift_sd198", "clean", "ece_answered", 1) for n in data],
+        ),  # fmt: skip
+        row(
+            "SD-198: ECE on all photos",
+            "",
+            [cell(n, "shift_sd198", "clean", "ece_all", 1) for n in data],
+        ),  # fmt: skip
+        row(
+            "test: ECE on answered (all)",
+            "",
+            [
+                f"{cell(n, 'test', 'clean', 'ece_answered', 1)} ({cell(n, 'test', 'clean', 'ece_all', 1)})"
+                for n in data
+            ],
+        ),  # fmt: skip
+        row(
+            "validation: ECE on answered (all)",
+            "",
+            [
+                f"{data[n]['validation']['ece_answered']:.3f} ({data[n]['validation']['ece_all']:.3f})"
+                for n in data
+            ],
+        ),  # fmt: skip
+        row("test: AURC (clean)", "", [cell(n, "test", "clean", "aurc", 1) for n in data]),
+        row("SD-198: AURC", "", [cell(n, "shift_sd198", "clean", "aurc", 1) for n in data]),
+        row(
+            "SD-198 Table-2 rows (147): answered %, top-1 % answered",
+            "",
+            [
+                f"{100 * data[n]['sets'][table2]['coverage']:.1f}, {100 * data[n]['sets'][table2]['top1_answered']:.1f}"
+                for n in data
+            ],
+        ),  # fmt: skip
+        row(
+            "SD-198: badges familiar / unusual / unlike %",
+            "",
+            [
+                " / ".join(
+                    f"{100 * data[n]['sets']['shift_sd198']['clean']['badges'][b]:.0f}"
+                    for b in BADGES
+                )
+                for n in data
+            ],
+        ),  # fmt: skip
+    ]
+    return rows
+
+
+def abstention_sweeps(reports: Path, names: list[str]) -> list[str]:
+    """Per model: answered %, top-1 % on the answered photos and flip-catch % along the noise
+    and blur sweeps, for the test split, SD-198 and the non-skin set (n/a: nothing answered or
+    nothing flipped)."""
+    rows = []
+    for name, report in _abstention(reports, names).items():
+        rows += [f"`{name}`", "", "| set | " + " | ".join(SWEEP) + " |", "|---|" + "---|" * len(SWEEP)]  # fmt: skip
+        for set_name, label in ABSTENTION_SETS.items():
+            blocks = report["sets"][set_name]
+            measures = [("answered", "coverage"), ("top-1 answered", "top1_answered"), ("flip-catch", "flip_catch")]  # fmt: skip
+            for what, key in measures:
+                if set_name == "non_skin" and key != "coverage":
+                    continue
+                cells = []
+                for condition in SWEEP:
+                    value = blocks[condition].get(key, "")
+                    if condition == "clean" and key == "flip_catch":
+                        value = ""
+                    cells.append("n/a" if value is None else value if value == "" else f"{100 * value:.0f}")  # fmt: skip
+                rows.append(f"| {label} {what} | " + " | ".join(cells) + " |")
+        rows.append("")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights-dir", type=Path, default=REPO / "weights")
@@ -216,6 +362,11 @@ def main() -> None:
         ("Table 4", table4(reports)),
         ("Calibration (ECE on the validation split, 15 bins)", calibration(reports, names)),
         ("SD-198 by condition (clean photos)", sd198_conditions(reports, names)),
+        ("Abstention against issue 14's targets", abstention_targets(reports, names)),
+        (
+            "Abstention along the sweeps: answered %, top-1 % answered, flip-catch %",
+            abstention_sweeps(reports, names),
+        ),  # fmt: skip
     ):
         print(f"### {title}\n")
         print("\n".join(rows) + "\n")
