@@ -81,7 +81,8 @@ def what_it_is(card: ModelCard) -> str:
         else "trained from scratch"
     )
     photos = f"{counts['train']:,} training photos" if "train" in counts else "training photos"
-    text = f"A {arch} network, {pretrained} on {photos} of ten lesion types from openly licensed collections."
+    article = "An" if arch[:1].upper() in "AEIOU" else "A"
+    text = f"{article} {arch} network, {pretrained} on {photos} of ten lesion types from openly licensed collections."
     if seeds := training.get("seeds"):
         text += (
             f" It was trained {len(seeds)} times with different random seeds; the run shipped "
@@ -151,9 +152,15 @@ def render_model_card(entry: common.ModelEntry) -> None:
             "**When it says 'Not sure'.** For every photo the model also measures how much it "
             "looks like the photos it learned from (texture, sharpness, colour), and it declines "
             "to answer when the photo is unusual or its confidence is low, as it did for about "
-            "one validation photo in ten. This catches blurred, noisy and non-skin images well, "
-            "but not a familiar-looking photo of a disease it never saw, so an answer is never "
-            "a diagnosis."
+            "one validation photo in ten. "
+            + (
+                "This catches blurred and non-skin images well. Salt-and-pepper noise, which it "
+                "was trained on, looks familiar to it, so it keeps answering noisy photos. "
+                if card.familiarity.get("fitted_corruption", "none") != "none"
+                else "This catches blurred, noisy and non-skin images well. "
+            )
+            + "It does not catch a familiar-looking photo of a disease it never saw, so an "
+            "answer is never a diagnosis."
         )
     if card.limitations:
         st.markdown("**Limits**\n" + "\n".join(f"- {item}" for item in card.limitations))

@@ -255,10 +255,12 @@ def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
         stats,
         card,
         card_path,
-        fitted_on=f"training split as the model saw it in training ({train_corruption(card)}), "
+        fitted_on=f"training split, {train_corruption(card)}, "
         f"{len(train[0])} images (means, covariances); "
         f"validation split, clean, {len(val_logits)} images (percentiles)",
         texture_layer=stats.texture_layer,
+        # the training corruption the statistics' photos carry ("none": clean photos)
+        fitted_corruption=fitted_corruption(card),
         views=list(stats.views),
         shrinkage="Ledoit-Wolf",
         chosen_on="validation: the highest mean of "
@@ -289,9 +291,17 @@ def read_proxy(path: Path) -> dict[str, dict]:
     return json.loads(path.read_text())["scores"]
 
 
-def train_corruption(card: ModelCard) -> str:
+def fitted_corruption(card: ModelCard) -> str:
+    """The training corruption of the photos the statistics are fitted on ("none": clean)."""
     mode = card.training.get("train_corruption", "none")
-    return f"training corruption {mode!r}" if mode in EVERY_PHOTO else "clean photos"
+    return mode if mode in EVERY_PHOTO else "none"
+
+
+def train_corruption(card: ModelCard) -> str:
+    mode = fitted_corruption(card)
+    if mode == "none":
+        return "clean photos"
+    return f"as the model saw them in training (training corruption {mode!r}, one draw a photo)"
 
 
 def _abstention_fields(
