@@ -10,8 +10,12 @@ within each repeat so a burst of load from other jobs hits both sides alike:
 
     curve      dermcore.robustness.classify_views on the full photo, in the page's parts
                (clean + blur, then seed by seed) with the app's predictor:
-               Predictor.from_checkpoint (BatchNorm folded, channels-last weights, familiarity
-               statistics) under the app's malloc setting. Everything the page waits for.
+               Predictor.from_checkpoint(graph_runtime=True) (BatchNorm folded, the forward
+               pass as an ONNX graph in ONNX Runtime, familiarity statistics) under the app's
+               malloc setting. Everything the page waits for.
+    torch      the same curve with the same predictor's PyTorch forward pass (graph_runtime
+               off: BatchNorm folded, channels-last weights), the app's path before ONNX
+               Runtime; the ratio torch / curve is that lever alone.
     baseline   the same 70 views, already corrupted and converted to tensors, through the same
                checkpoint as it was run before (BatchNorm kept, contiguous weights): 70 bare
                forward passes of batch 1 under torch.inference_mode(). The model's time only,
@@ -29,6 +33,7 @@ server runs with one torch thread (DERM_TORCH_THREADS, default 1), so that is th
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime
 import torch
 
 from dermcore.checkpoint import load_checkpoint
@@ -104,21 +110,27 @@ def synthetic_photo(side: int, seed: int) -> np.ndarray:
     )
 
 
-def predictors(args: argparse.Namespace) -> tuple[Predictor, torch.nn.Module]:
-    """(the app's predictor, the same weights as run before: BatchNorm kept, contiguous)."""
+def predictors(args: argparse.Namespace) -> tuple[Predictor, Predictor, torch.nn.Module]:
+    """(the app's predictor, its PyTorch twin, the same weights as run before: BatchNorm kept,
+    contiguous)."""
     if args.synthetic:
         torch.manual_seed(args.seed)
         model = build_model(ARCH, pretrained=False)
         before = build_model(ARCH, pretrained=False)
         before.load_state_dict(model.state_dict())
         fold_batchnorm(model, probe_size=224)
-        return Predictor(model, ARCH), before.eval()
-    before, _ = load_checkpoint(args.card)
-    return Predictor.from_checkpoint(args.card), before.eval()
+        in_torch = Predictor(model, ARCH)
+    else:
+        before, _ = load_checkpoint(args.card)
+        in_torch = Predictor.from_checkpoint(args.card)
+    predictor = copy.copy(in_torch)  # the same model; only this one gets the graph
+    if not predictor.use_graph_runtime(args.torch_threads):
+        raise SystemExit("ONNX Runtime is not installed or the export failed: see the log")
+    return predictor, in_torch, before.eval()
 
 
-def compute(args: argparse.Namespace) -> tuple[list[float], list[float], Predictor]:
-    predictor, before = predictors(args)
+def compute(args: argparse.Namespace) -> tuple[dict[str, list[float]], Predictor]:
+    predictor, in_torch, before = predictors(args)
     photo = synthetic_photo(args.photo_side, args.seed)
     parts = curve_parts()
     resized = predictor.prepare(photo)
@@ -128,17 +140,17 @@ def compute(args: argparse.Namespace) -> tuple[list[float], list[float], Predict
         for spec in part
     ]
 
-    def curve() -> None:  # as pages/robustness.py: one resize, then each part from it
-        source = predictor.prepare(photo)
+    def curve(runner: Predictor = predictor) -> None:  # as pages/robustness.py
+        source = runner.prepare(photo)  # one resize, then each part from it
         for part in parts:
-            classify_views(predictor, source, part)
+            classify_views(runner, source, part)
 
     def baseline() -> None:
         with torch.inference_mode():
             for x in tensors:
                 before(x)
 
-    sides = {"curve": curve, "baseline": baseline}
+    sides = {"curve": curve, "torch": lambda: curve(in_torch), "baseline": baseline}
     for _ in range(args.warmup):
         for call in sides.values():
             call()
@@ -148,7 +160,7 @@ def compute(args: argparse.Namespace) -> tuple[list[float], list[float], Predict
             start = time.perf_counter()
             call()
             seconds[name].append(time.perf_counter() - start)
-    return seconds["curve"], seconds["baseline"], predictor
+    return seconds, predictor
 
 
 def browser_times(args: argparse.Namespace) -> tuple[list[float], list[float]]:
@@ -203,7 +215,8 @@ def browser_times(args: argparse.Namespace) -> tuple[list[float], list[float]]:
 def main(args: argparse.Namespace) -> int:
     fix_mmap_threshold()  # the app's setting (ui/common.py)
     torch.set_num_threads(args.torch_threads)
-    curve_s, baseline_s, predictor = compute(args)
+    seconds, predictor = compute(args)
+    curve_s = seconds["curve"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     n_views = sum(len(part) for part in curve_parts())
     model = "random EfficientNet-Lite0" if args.synthetic else f"{args.card}"
@@ -214,13 +227,20 @@ def main(args: argparse.Namespace) -> int:
         f"{predictor.input_size} px, familiarity {'on' if predictor.familiarity_stats else 'off'}"
     )
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats, "
-        f"CPUs {os.cpu_count()}, load average {load:.1f}"
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.repeats} repeats, CPUs {os.cpu_count()}, "
+        f"load average {load:.1f}"
     )
-    print(f"{'statistic':<10}{'curve s':>10}{'baseline s':>12}{'ratio':>8}")
+    print(
+        f"{'statistic':<10}{'curve s':>10}{'torch s':>10}{'baseline s':>12}"
+        f"{'torch/curve':>13}{'baseline/curve':>16}"
+    )
     for statistic, reduce in (("median", statistics.median), ("minimum", min)):
-        curve, base = reduce(curve_s), reduce(baseline_s)
-        print(f"{statistic:<10}{curve:>10.3f}{base:>12.3f}{base / curve:>7.2f}x")
+        curve, in_torch, base = (reduce(seconds[k]) for k in ("curve", "torch", "baseline"))
+        print(
+            f"{statistic:<10}{curve:>10.3f}{in_torch:>10.3f}{base:>12.3f}"
+            f"{in_torch / curve:>12.2f}x{base / curve:>15.2f}x"
+        )
     median = statistics.median(curve_s)
     print(
         f"target curve compute <= {TARGET_CURVE_S:g} s (median): "

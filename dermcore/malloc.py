@@ -57,3 +57,16 @@ def fix_mmap_threshold(
 def keep_freed_memory() -> bool:
     """For training and evaluation: no mmap, no trimming; freed memory is reused."""
     return mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def trim_freed_memory() -> bool:
+    """glibc's malloc_trim(0): give every arena's free pages back to the system now. For one-off
+    work that frees much more than a forward pass, like exporting a model to ONNX (~30 MB kept
+    otherwise); False where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    function.argtypes = [ctypes.c_size_t]
+    return bool(function(0))

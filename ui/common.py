@@ -264,7 +264,8 @@ def _load_predictor(card_path: str, stamp: tuple) -> Predictor:
     import torch
 
     torch.set_num_threads(torch_threads())
-    return Predictor.from_checkpoint(card_path)
+    # explain (Grad-CAM) runs in torch; the robustness curve and photo sets in ONNX Runtime
+    return Predictor.from_checkpoint(card_path, graph_runtime=True, threads=torch_threads())
 
 
 def load_predictor(entry: ModelEntry) -> Predictor:
