@@ -173,20 +173,52 @@ class Predictor:
         self._preprocessing = preprocessing or spec.preprocessing
         self._lock = threading.Lock()
         self._graph: EmbeddingGraph | None = None  # use_graph_runtime
+        self._graph_explains = False  # explain's Grad-CAM reads the CAM layer from the graph
 
     def use_graph_runtime(self, threads: int = 1) -> bool:
         """Run `embed`, `assess`, `predict` and `predict_logits` as an ONNX graph in ONNX
         Runtime (dermcore/graph_runtime.py): the same outputs to ~1e-5, about twice as fast on
-        a CPU at batch 1. `explain` keeps PyTorch (Grad-CAM needs its gradients). Call it after
-        the model is final (after `fold_batchnorm`); False, with PyTorch kept, where ONNX
-        Runtime is missing or the export fails."""
+        a CPU at batch 1. `explain`'s Grad-CAM then takes the CAM layer's output from the graph
+        and runs only the layers above it, and the gradient, in PyTorch, where the model has a
+        `forward_head` (timm) and a probe photo gives the same logits and CAM as PyTorch alone;
+        the other CAM methods stay in PyTorch. Call it after the model is final (after
+        `fold_batchnorm`); False, with PyTorch kept, where ONNX Runtime is missing or the
+        export fails."""
         if self._head_module is None or self._texture_module is None:
             return False
         with self._lock:
             self._graph = try_export(
-                self.model, self._head_module, self._texture_module, self.input_size, threads
+                self.model,
+                self._head_module,
+                self._texture_module,
+                self._cam_module,
+                self.input_size,
+                threads,
             )
+        self._graph_explains = self._graph is not None and self._graph_gradcam_agrees()
         return self._graph is not None
+
+    def _graph_gradcam_agrees(self) -> bool:
+        """Grad-CAM from the graph's CAM-layer output against PyTorch's, on a seeded probe."""
+        if not callable(getattr(self.model, "forward_head", None)):
+            return False
+        probe = np.random.default_rng(0).integers(
+            0, 256, (self.input_size, self.input_size, 3), dtype=np.uint8
+        )
+        x = self._preprocessing.to_tensor(probe)
+        try:
+            ours, theirs = self._graph_gradcam(x, None), self._fast_gradcam(x, None)
+        except (RuntimeError, ValueError) as error:  # a head that is not forward_head(CAM)
+            log.warning("Grad-CAM stays in PyTorch: %s", error)
+            return False
+        agree = (
+            ours[2] == theirs[2]
+            and torch.allclose(ours[0], theirs[0], rtol=0, atol=1e-4)
+            and np.allclose(ours[1], theirs[1], rtol=0, atol=1e-4)
+        )
+        if not agree:
+            log.warning("Grad-CAM stays in PyTorch: the graph's CAM layer output disagrees")
+        return agree
 
     @property
     def runtime(self) -> str:
@@ -345,7 +377,9 @@ class Predictor:
         target_index = None if target is None else self._target_index(target)
         image = np.array(self._input_batch(image)[0])  # a private copy: the caller keeps theirs
         x = self._preprocessing.to_tensor(image)  # (1, 3, H, W)
-        if method == "gradcam":
+        if method == "gradcam" and self._graph_explains:
+            logits, cam, target_index, views = self._graph_gradcam(x, target_index)
+        elif method == "gradcam":
             logits, cam, target_index, views = self._fast_gradcam(x, target_index)
         else:
             logits, cam, target_index, views = self._library_cam(x, target_index, method)
@@ -383,6 +417,25 @@ class Predictor:
         cam = (weights[:, :, None, None] * activations).sum(axis=1)[0]  # (h, w)
         cam = _scale_like_grad_cam(cam, x.shape[-2:])
         return logits.detach()[0], cam, target, _first_views(recorded)
+
+    def _graph_gradcam(
+        self, x: torch.Tensor, target: int | None
+    ) -> tuple[torch.Tensor, np.ndarray, int, tuple | None]:
+        """_fast_gradcam with the layers up to the CAM layer run in the graph: PyTorch runs
+        only `forward_head` (pooling and classifier) on that output, and the gradient."""
+        _, features, texture, activation = self._graph.run(x)
+        leaf = torch.from_numpy(activation).requires_grad_(True)
+        with self._lock, torch.inference_mode(False), torch.enable_grad():
+            logits = self._checked(self.model.forward_head(leaf))
+            target = int(logits[0].argmax()) if target is None else target
+            (gradient,) = torch.autograd.grad(logits[0, target], leaf)
+        weights = np.mean(gradient.numpy(), axis=(2, 3))  # (1, K), as _fast_gradcam
+        cam = (weights[:, :, None, None] * activation).sum(axis=1)[0]
+        cam = _scale_like_grad_cam(cam, x.shape[-2:])
+        views = None
+        if self.familiarity_stats is not None:
+            views = (torch.from_numpy(features), torch.from_numpy(texture))
+        return logits.detach()[0], cam, target, views
 
     def _library_cam(
         self, x: torch.Tensor, target: int | None, method: str

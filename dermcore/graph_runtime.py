@@ -1,15 +1,18 @@
 """The forward pass of `Predictor.embed` as an ONNX graph run by ONNX Runtime.
 
-    graph = EmbeddingGraph.export(model, head, texture, input_size, threads=1)
+    graph = EmbeddingGraph.export(model, head, texture, cam, input_size, threads=1)
     logits, features, texture = graph(x)        # x: float32 (N, 3, S, S), normalised
+    logits, activation = graph.run(x, ("logits", "activation"))
 
 One graph gives what `Predictor.embed` reads from one forward pass: the logits, the classifier's
-input (the penultimate features) and the texture statistics of the texture layer. On this
-2-core CPU it runs EfficientNet-Lite0 at 224 px in about half the time of PyTorch's eager
-forward pass with folded BatchNorm and channels-last weights, with the same outputs to ~1e-5
-(benchmarks/bench_sweep.py; tests/test_graph_runtime.py). Grad-CAM needs PyTorch's autograd,
-so `Predictor.explain` never uses it; the robustness curve, photo sets and reports, which need
-no gradient, do.
+input (the penultimate features) and the texture statistics of the texture layer, and also the
+CAM layer's output. On this 2-core CPU it runs EfficientNet-Lite0 at 224 px in about half the
+time of PyTorch's eager forward pass with folded BatchNorm and channels-last weights, with the
+same outputs to ~1e-5 (benchmarks/bench_sweep.py; tests/test_graph_runtime.py). The robustness
+curve, photo sets and reports need no gradient and use it whole. Grad-CAM needs PyTorch's
+autograd: `Predictor.explain` takes the CAM layer's output from the graph and runs only the
+layers above it (timm's `forward_head`: pooling and the classifier) and the gradient in
+PyTorch, the same computation as before from the same activation.
 
 The graph is exported in memory from the model as loaded (after `fold_batchnorm`), so it can
 never disagree with the weights file. Export takes about a second. The export uses torch's
@@ -30,23 +33,28 @@ from dermcore.familiarity import texture_statistics
 from dermcore.malloc import trim_freed_memory
 
 log = logging.getLogger(__name__)
-OUTPUTS = ("logits", "features", "texture")
+OUTPUTS = ("logits", "features", "texture", "activation")
 
 
 class _Embedding(nn.Module):
-    """model(x) -> (logits, the head's input, texture statistics of the texture layer)."""
+    """model(x) -> (logits, the head's input, texture statistics of the texture layer, the CAM
+    layer's output)."""
 
-    def __init__(self, model: nn.Module, head: nn.Module, texture: nn.Module) -> None:
+    def __init__(self, model: nn.Module, head: nn.Module, texture: nn.Module, cam: nn.Module):
         super().__init__()
-        self.model, self.head, self.texture = model, head, texture
+        self.model, self.head, self.texture, self.cam = model, head, texture, cam
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         content: list[torch.Tensor] = []
         textures: list[torch.Tensor] = []
+        activations: list[torch.Tensor] = []
         hooks = [
             self.head.register_forward_pre_hook(lambda module, inputs: content.append(inputs[0])),
             self.texture.register_forward_hook(
                 lambda module, inputs, output: textures.append(texture_statistics(output))
+            ),
+            self.cam.register_forward_hook(
+                lambda module, inputs, output: activations.append(output)
             ),
         ]
         try:
@@ -54,7 +62,7 @@ class _Embedding(nn.Module):
         finally:
             for hook in hooks:
                 hook.remove()
-        return logits, content[0], textures[0]
+        return logits, content[0], textures[0], activations[0]
 
 
 class EmbeddingGraph:
@@ -76,6 +84,7 @@ class EmbeddingGraph:
         model: nn.Module,
         head: nn.Module,
         texture: nn.Module,
+        cam: nn.Module,
         input_size: int,
         threads: int = 1,
     ) -> EmbeddingGraph:
@@ -87,7 +96,7 @@ class EmbeddingGraph:
             # constants; the batch dimension is declared dynamic below
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Embedding(model, head, texture).eval(),
+                _Embedding(model, head, texture, cam).eval(),
                 (probe,),
                 buffer,
                 dynamo=False,
@@ -100,18 +109,27 @@ class EmbeddingGraph:
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 (N, 3, S, S) -> float32 logits (N, C), features (N, D), texture (N, E)."""
-        feed = {"x": np.ascontiguousarray(x.detach().float().numpy())}
-        logits, features, texture = self.session.run(list(OUTPUTS), feed)
+        logits, features, texture = self.run(x, OUTPUTS[:3])
         return logits, features, texture
+
+    def run(self, x: torch.Tensor, outputs: tuple[str, ...] = OUTPUTS) -> list[np.ndarray]:
+        """The named OUTPUTS of one run; only what they need is computed."""
+        feed = {"x": np.ascontiguousarray(x.detach().float().numpy())}
+        return self.session.run(list(outputs), feed)
 
 
 def try_export(
-    model: nn.Module, head: nn.Module, texture: nn.Module, input_size: int, threads: int = 1
+    model: nn.Module,
+    head: nn.Module,
+    texture: nn.Module,
+    cam: nn.Module,
+    input_size: int,
+    threads: int = 1,
 ) -> EmbeddingGraph | None:
     """EmbeddingGraph.export, or None (logged) where ONNX Runtime is missing or the export
     fails: the caller keeps PyTorch's forward pass, which gives the same answers."""
     try:
-        graph = EmbeddingGraph.export(model, head, texture, input_size, threads)
+        graph = EmbeddingGraph.export(model, head, texture, cam, input_size, threads)
         trim_freed_memory()  # the exporter's scratch memory: ~30 MB that glibc would keep
         return graph
     except ImportError as error:

@@ -51,11 +51,17 @@ def test_graph_runtime_answers_as_torch(card_path):
 def test_explain_and_the_robustness_curve_with_the_graph(card_path):
     in_torch = Predictor.from_checkpoint(card_path)
     in_graph = Predictor.from_checkpoint(card_path, graph_runtime=True)
-    photo = lesion_photo(7, 96, 128)
-    a, b = in_graph.explain(photo), in_torch.explain(photo)  # Grad-CAM: PyTorch on both sides
-    assert a.target == b.target and a.abstain == b.abstain
-    np.testing.assert_array_equal(a.cam, b.cam)
-    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    assert in_graph._graph_explains  # a timm model: Grad-CAM reads the graph's CAM layer
+    for seed in range(3):
+        photo = lesion_photo(seed, 96, 128)
+        for target in (None, 3):
+            a, b = in_graph.explain(photo, target), in_torch.explain(photo, target)
+            assert a.target == b.target and a.abstain == b.abstain
+            np.testing.assert_allclose(a.cam, b.cam, rtol=0, atol=1e-4)
+            np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-4)
+            np.testing.assert_allclose(a.familiarity, b.familiarity, rtol=0, atol=1 / 30)
+    a, b = in_graph.explain(photo, method="gradcam++"), in_torch.explain(photo, method="gradcam++")
+    np.testing.assert_array_equal(a.cam, b.cam)  # the library's methods stay in PyTorch
     specs = [spec for part in curve_parts(n_seeds=1) for spec in part]
     fast, slow = classify_views(in_graph, photo, specs), classify_views(in_torch, photo, specs)
     np.testing.assert_array_equal(fast.top_classes, slow.top_classes)
@@ -73,3 +79,15 @@ def test_without_onnx_runtime_torch_answers(card_path, monkeypatch):
     predictor = Predictor.from_checkpoint(card_path, graph_runtime=True)
     assert predictor.runtime == "torch"
     assert predictor.assess(skin_batch(range(3))).probabilities.shape == (3, 10)
+
+
+def test_grad_cam_stays_in_torch_without_a_forward_head():
+    torch.manual_seed(2)
+    net = with_random_batchnorm_statistics(build_model("resnet34", pretrained=False))
+    reference = Predictor(net, "resnet34", PREP)  # torchvision: no forward_head
+    predictor = Predictor(net, "resnet34", PREP)
+    assert predictor.use_graph_runtime() and not predictor._graph_explains
+    photo = lesion_photo(1, 96, 128)
+    np.testing.assert_array_equal(predictor.explain(photo).cam, reference.explain(photo).cam)
+    fast, slow = predictor.predict(photo[None, :64, :64]), reference.predict(photo[None, :64, :64])
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-4)
