@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,20 +114,13 @@ def features_of(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictor.embed of a set under an evaluate.py condition: float32 logits (N, C),
     penultimate features (N, D), texture statistics (N, E); cached under cache_dir."""
-    path = (
-        cache_dir / f"{card.name}-{card.weights_sha256[:12]}" / f"{photo_set.name}-{condition}.npz"
-    )
-    if path.is_file():
-        data = np.load(path)
-        return data["logits"], data["features"], data["texture"]
-    spec = CONDITIONS[condition]
-    owners = [(photo_set.name, i) for i in range(len(photo_set.images))]
-    images = corrupt_batch(photo_set.images, spec, seed, owners)
-    logits, features, texture = predictor.embed(images, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, logits=logits, features=features, texture=texture)
-    log.info("  %s %s %s: %d photos", card.name, photo_set.name, condition, len(images))
-    return logits, features, texture
+
+    def corrupted() -> np.ndarray:
+        owners = [(photo_set.name, i) for i in range(len(photo_set.images))]
+        return corrupt_batch(photo_set.images, CONDITIONS[condition], seed, owners)
+
+    key = f"{photo_set.name}-{condition}"
+    return _cached_embed(predictor, card, key, corrupted, cache_dir, batch_size)
 
 
 def training_view_of(
@@ -145,22 +139,38 @@ def training_view_of(
     mode = card.training.get("train_corruption", "none")
     if mode not in EVERY_PHOTO:
         return features_of(predictor, card, photo_set, "clean", seed, cache_dir, batch_size)
-    path = (
-        cache_dir / f"{card.name}-{card.weights_sha256[:12]}" / f"{photo_set.name}-train-{mode}.npz"
-    )
+
+    def as_trained() -> np.ndarray:
+        rngs = (np.random.default_rng([seed, i, 7919]) for i in range(len(photo_set.images)))
+        return np.stack(
+            [
+                corrupt_for_training(im, mode, r)
+                for im, r in zip(photo_set.images, rngs, strict=True)
+            ]
+        )
+
+    key = f"{photo_set.name}-train-{mode}"
+    return _cached_embed(predictor, card, key, as_trained, cache_dir, batch_size)
+
+
+def _cached_embed(
+    predictor: Predictor,
+    card: ModelCard,
+    key: str,
+    images: Callable[[], np.ndarray],
+    cache_dir: Path,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictor.embed of images(), cached as <cache_dir>/<model>-<sha12>/<key>.npz."""
+    path = cache_dir / f"{card.name}-{card.weights_sha256[:12]}" / f"{key}.npz"
     if path.is_file():
         data = np.load(path)
         return data["logits"], data["features"], data["texture"]
-    images = np.stack(
-        [
-            corrupt_for_training(image, mode, np.random.default_rng([seed, index, 7919]))
-            for index, image in enumerate(photo_set.images)
-        ]
-    )
-    logits, features, texture = predictor.embed(images, batch_size)
+    batch = images()
+    logits, features, texture = predictor.embed(batch, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, logits=logits, features=features, texture=texture)
-    log.info("  %s %s as trained (%s): %d photos", card.name, photo_set.name, mode, len(images))
+    log.info("  %s %s: %d photos", card.name, key, len(batch))
     return logits, features, texture
 
 
