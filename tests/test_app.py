@@ -482,6 +482,9 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
                 }  # fmt: skip
             if model == "noise-trained":
                 del report["sweeps"]  # derived from families and severities instead
+                # a temperature softened by the held-out-source proxy (training/shift_proxy.py)
+                report["calibration"] |= {"in_source_temperature": 1.0, "shift_factor": 1.3}
+                report["calibration"] |= {"ece_in_source": 0.02}
             (folder / f"{dataset}.json").write_text(json.dumps(report))
         (folder / "table4.json").write_text(
             json.dumps({"pairs": [{"a": "Ulcer", "b": "Tumor", "errors": 7}]})
@@ -529,9 +532,13 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert by_condition["the model answered"][0] == "Pigmented Macula (20), Acne (10), Tumor (2)"
     assert by_condition["recall %"][0] == 6.2
     at.segmented_control(key="results_headline_metric").set_value("balanced_accuracy").run()
+    assert "Validation ECE 8.0% before temperature scaling, 3.0% after." in texts(at.caption)
     at.selectbox(key="results_model").set_value("noise-trained").run()
     at.segmented_control(key="results_severity_metric").set_value("flip_rate").run()
     assert not at.exception
+    (ece,) = [t for t in texts(at.caption) if t.startswith("Validation ECE")]
+    assert "2.0% at validation's own temperature, 3.0% at this one" in ece
+    assert "softened for photos from other clinics" in ece
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
     (note,) = [t for t in texts(at.caption) if "impulse filter" in t]
     assert note.startswith("noise-trained: ")
@@ -778,7 +785,8 @@ def test_a_familiar_photo_is_answered_with_a_badge_and_noise_makes_the_model_not
     assert any(shape.type == "rect" for shape in shapes)  # the shaded "Not sure" range
 
     at.switch_page("pages/model_data.py").run()
-    assert any("When it says 'Not sure'" in t for t in texts(at.markdown))
+    (not_sure,) = [t for t in texts(at.markdown) if "When it says 'Not sure'" in t]
+    assert "noisy and non-skin images well. It does not catch a familiar-looking" in not_sure
 
 
 def test_a_model_without_statistics_shows_no_badge(app, photo_png):
