@@ -145,7 +145,7 @@ def main(args: argparse.Namespace) -> dict:
         "coverage": args.coverage,
         "temperature": temperature_table(views, labels),
         "scores": score_table(scores, views, labels, card.temperature, args.coverage),
-        "command": "python training/shift_proxy.py",
+        "command": " ".join(["python training/shift_proxy.py", *sys.argv[1:]]),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["temperature"], indent=1))
