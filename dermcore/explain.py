@@ -116,7 +116,8 @@ class Assessment:
 
 
 class Predictor:
-    """A model owned for inference: eval mode, every parameter frozen, every use under a lock.
+    """A model owned for inference: eval mode, every parameter frozen, every PyTorch use under a
+    lock (ONNX Runtime sessions are thread-safe: `use_graph_runtime`).
 
     The model passed in is changed in place (eval, requires_grad False, channels-last weights)
     and must not be trained or hooked by anyone else afterwards. `cam_layer` and `head_layer` override the
@@ -231,8 +232,9 @@ class Predictor:
     ) -> Predictor:
         """A predictor for a verified checkpoint, with its card's preprocessing and temperature.
         Its BatchNorm layers are folded into their convolutions (`fold_batchnorm`): the same
-        answers to float rounding, ~1.3x faster on a CPU. With `graph_runtime`, everything but
-        `explain` runs in ONNX Runtime with `threads` intra-op threads (`use_graph_runtime`)."""
+        answers to float rounding, ~1.3x faster on a CPU. With `graph_runtime`, the forward pass
+        runs in ONNX Runtime with `threads` intra-op threads, and Grad-CAM reads its layer from
+        it (`use_graph_runtime`)."""
         from dermcore.checkpoint import load_checkpoint, load_familiarity
 
         model, card = load_checkpoint(card_path)
@@ -293,7 +295,8 @@ class Predictor:
         for start in range(0, len(batch), batch_size):
             x = self._preprocessing.to_tensor(batch[start : start + batch_size])
             if self._graph is not None:  # thread-safe: no lock
-                logits[start : start + len(x)] = self._graph(x)[0]
+                out = self._checked(torch.from_numpy(self._graph(x)[0]))
+                logits[start : start + len(x)] = out.numpy()
                 continue
             with self._lock, torch.inference_mode():
                 logits[start : start + len(x)] = self._checked(self.model(x)).numpy()
