@@ -426,7 +426,8 @@ class Predictor:
     ) -> tuple[torch.Tensor, np.ndarray, int, tuple | None]:
         """_fast_gradcam with the layers up to the CAM layer run in the graph: PyTorch runs
         only `forward_head` (pooling and classifier) on that output, and the gradient."""
-        _, features, texture, activation = self._graph.run(x)
+        # the logits come from forward_head below, where the gradient needs them
+        features, texture, activation = self._graph.run(x, ("features", "texture", "activation"))
         leaf = torch.from_numpy(activation).requires_grad_(True)
         with self._lock, torch.inference_mode(False), torch.enable_grad():
             logits = self._checked(self.model.forward_head(leaf))
