@@ -39,7 +39,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +60,11 @@ from dermcore.familiarity import (  # noqa: E402
 from dermcore.models import get_arch  # noqa: E402
 from training import metrics  # noqa: E402
 from training.features import (  # noqa: E402
-    EVERY_PHOTO,
     SELECTION_CONDITIONS,
     add_data_arguments,
     feature_predictor,
     features_of,
+    fitted_corruption,
     load_photo_sets,
     training_view_of,
 )
@@ -154,6 +154,29 @@ def flip_catch(clean_pred: np.ndarray, pred: np.ndarray, abstain: np.ndarray) ->
     return float(abstain[flipped].mean()) if flipped.any() else float("nan")
 
 
+def candidate_rules(
+    scores: dict[str, list[ScoreFn]],
+    views: dict[str, tuple[np.ndarray, ...]],
+    temperature: float,
+    coverage: float,
+) -> Iterator[tuple[str, dict | None, dict, float]]:
+    """Per candidate, then 'confidence' alone: (name, familiarity per view (None for
+    'confidence'), abstention score per view, threshold). Views map a name to Predictor.embed
+    outputs; "clean" is the validation reference. The threshold is the largest that answers
+    `coverage` of "clean"; photos that pass the familiarity rank by confidence (the decisions
+    of the plain minimum, dermcore.familiarity.abstention_score)."""
+    confidence = {c: metrics.softmax(v[0], temperature).max(axis=1) for c, v in views.items()}
+    conf_ref = torch.sort(torch.from_numpy(confidence["clean"]).float()).values
+    conf_pct = {c: percentile(conf_ref, torch.from_numpy(v)) for c, v in confidence.items()}
+    yield "confidence", None, conf_pct, choose_threshold(conf_pct["clean"], coverage)
+    for name, fns in scores.items():
+        familiarity = familiarity_of(fns, views)
+        plain = abstention_score(familiarity["clean"], conf_pct["clean"])
+        threshold = choose_threshold(plain, coverage)
+        abstention = {c: abstention_score(familiarity[c], conf_pct[c], threshold) for c in views}
+        yield name, familiarity, abstention, threshold
+
+
 def compare(
     scores: dict[str, list[ScoreFn]],
     val: dict[str, tuple[np.ndarray, ...]],
@@ -165,24 +188,13 @@ def compare(
     from sklearn.metrics import roc_auc_score
 
     clean_pred = val["clean"][0].argmax(axis=1)
-    confidence = {c: metrics.softmax(v[0], temperature).max(axis=1) for c, v in val.items()}
-    conf_ref = torch.sort(torch.from_numpy(confidence["clean"]).float()).values
-    conf_pct = {c: percentile(conf_ref, torch.from_numpy(v)) for c, v in confidence.items()}
+    correct = clean_pred == labels
     is_clean = np.r_[np.ones(len(labels)), np.zeros(len(labels))]
     rows = {}
-    for name in [*scores, "confidence"]:
-        if name == "confidence":
-            familiarity, abstention = None, dict(conf_pct)
-        else:
-            familiarity = familiarity_of(scores[name], val)
-            abstention = {c: abstention_score(familiarity[c], conf_pct[c]) for c in val}
-        threshold = choose_threshold(abstention["clean"], coverage)
-        if familiarity is not None:  # the same decisions; answered photos rank by confidence
-            abstention = {
-                c: abstention_score(familiarity[c], conf_pct[c], threshold) for c in abstention
-            }
+    for name, familiarity, abstention, threshold in candidate_rules(
+        scores, val, temperature, coverage
+    ):
         answered = abstention["clean"] >= threshold
-        correct = clean_pred == labels
         row = {
             "threshold": threshold,
             "coverage": float(answered.mean()),
@@ -198,7 +210,7 @@ def compare(
                 both = np.concatenate([familiarity["clean"], familiarity[c]])
                 row[f"auroc_{c}"] = float(roc_auc_score(is_clean, both))
         rows[name] = row
-    return rows
+    return {name: rows[name] for name in [*scores, "confidence"]}  # the tables' order
 
 
 def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
@@ -289,12 +301,6 @@ def read_proxy(path: Path) -> dict[str, dict]:
             "'A content-shift stand-in')."
         )
     return json.loads(path.read_text())["scores"]
-
-
-def fitted_corruption(card: ModelCard) -> str:
-    """The training corruption of the photos the statistics are fitted on ("none": clean)."""
-    mode = card.training.get("train_corruption", "none")
-    return mode if mode in EVERY_PHOTO else "none"
 
 
 def train_corruption(card: ModelCard) -> str:

@@ -123,6 +123,13 @@ def features_of(
     return _cached_embed(predictor, card, key, corrupted, cache_dir, batch_size)
 
 
+def fitted_corruption(card: ModelCard) -> str:
+    """The training corruption of the photos the familiarity statistics are fitted on: the
+    card's, where it touched every photo (EVERY_PHOTO), else "none" (clean photos)."""
+    mode = card.training.get("train_corruption", "none")
+    return mode if mode in EVERY_PHOTO else "none"
+
+
 def training_view_of(
     predictor: Predictor,
     card: ModelCard,
@@ -136,8 +143,8 @@ def training_view_of(
     draw per photo; the clean photos otherwise. robust saw two thirds of its photos clean:
     fitted on its mix, its familiarity stopped seeing blur and 7 of the 48 non-skin images
     (training/README.md, "Familiarity and abstention")."""
-    mode = card.training.get("train_corruption", "none")
-    if mode not in EVERY_PHOTO:
+    mode = fitted_corruption(card)
+    if mode == "none":
         return features_of(predictor, card, photo_set, "clean", seed, cache_dir, batch_size)
 
     def as_trained() -> np.ndarray:

@@ -31,20 +31,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from dermcore.familiarity import abstention_score, percentile  # noqa: E402
 from training import metrics  # noqa: E402
 from training.eval_data import default_data_root, load_set  # noqa: E402
-from training.familiarity import (  # noqa: E402
-    candidate_scores,
-    choose_threshold,
-    familiarity_of,
-)
+from training.familiarity import candidate_rules, candidate_scores  # noqa: E402
 from training.features import PhotoSet, feature_predictor, features_of  # noqa: E402
 
 log = logging.getLogger("shift_proxy")
@@ -61,23 +55,12 @@ def score_table(
     """Candidate -> held-out measures, each with its own threshold at `coverage` of validation."""
     from sklearn.metrics import roc_auc_score
 
-    confidence = {c: metrics.softmax(v[0], temperature).max(axis=1) for c, v in views.items()}
-    ref = torch.sort(torch.from_numpy(confidence["clean"]).float()).values
-    conf_pct = {c: percentile(ref, torch.from_numpy(v)) for c, v in confidence.items()}
     correct = views["heldout"][0].argmax(axis=1) == labels["heldout"]
     is_val = np.r_[np.ones(len(labels["clean"])), np.zeros(len(labels["heldout"]))]
     rows = {}
-    for name in [*scores, "confidence"]:
-        if name == "confidence":
-            familiarity, abstention = None, conf_pct
-        else:
-            familiarity = familiarity_of(scores[name], views)
-            abstention = {c: abstention_score(familiarity[c], conf_pct[c]) for c in views}
-        threshold = choose_threshold(abstention["clean"], coverage)
-        if familiarity is not None:  # the same decisions; answered photos rank by confidence
-            abstention = {
-                c: abstention_score(familiarity[c], conf_pct[c], threshold) for c in abstention
-            }
+    for name, familiarity, abstention, threshold in candidate_rules(
+        scores, views, temperature, coverage
+    ):
         answered = abstention["heldout"] >= threshold
         rows[name] = {
             "threshold": threshold,
@@ -88,7 +71,7 @@ def score_table(
         if familiarity is not None:
             both = np.concatenate([familiarity["clean"], familiarity["heldout"]])
             rows[name]["auroc_val_vs_heldout"] = float(roc_auc_score(is_val, both))
-    return rows
+    return {name: rows[name] for name in [*scores, "confidence"]}  # the tables' order
 
 
 def temperature_table(views: dict, labels: dict) -> dict:
