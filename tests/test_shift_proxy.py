@@ -9,6 +9,7 @@ from training import metrics
 from training.eval_report import calibrate
 from training.evaluate import read_shift
 from training.familiarity import read_proxy
+from training.shift_proxy import fit_shift_factor, pool
 from training.source_holdout import hold_out
 
 
@@ -67,7 +68,7 @@ def test_calibrate_scales_the_validation_temperature_by_the_shift_factor():
     assert shifted["temperature"] == pytest.approx(1.5 * alone["temperature"])
     assert shifted["ece_in_source"] == pytest.approx(alone["ece_after"])
     assert shifted["ece_after"] > shifted["ece_in_source"]  # less sure than validation needs
-    assert "held-out-source proxy (web)" in shifted["fitted_on"]
+    assert "held-out-source proxies (web)" in shifted["fitted_on"]
 
 
 def test_proxy_file_round_trip_for_evaluate_and_familiarity(tmp_path):
@@ -107,3 +108,44 @@ def test_statistics_see_the_training_photos_as_the_model_saw_them(tiny_weights_d
     again = training_view_of(predictor, card, photos, 0, tmp_path / "fresh")  # same draws
     for a, b in zip(noisy, again, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def sampled(rng: np.random.Generator, n: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits / temperature): calibrated at that T."""
+    logits = rng.normal(0, 3, (n, 5))
+    labels = np.array([rng.choice(5, p=p) for p in metrics.softmax(logits, temperature)])
+    return logits, labels
+
+
+def test_pooled_shift_factor_weighs_every_source_the_same_whatever_its_size():
+    rng = np.random.default_rng(2)
+    big, small = sampled(rng, 6000, 1.2), sampled(rng, 600, 3.0)
+    alone = fit_shift_factor([big])
+    assert alone == pytest.approx(metrics.fit_temperature(*big), rel=1e-5)
+    both = fit_shift_factor([big, small])
+    assert 1.3 < both < 2.9  # between the two, not pulled to the big source's 1.2
+    photo_pooled = metrics.fit_temperature(np.r_[big[0], small[0]], np.r_[big[1], small[1]])
+    assert both > photo_pooled + 0.1  # pooling photos would let the big source decide
+    # the pooled factor applies to logits already divided by each proxy's validation T
+    halved = [(big[0] / 2, big[1]), (small[0] / 2, small[1])]
+    assert fit_shift_factor(halved) == pytest.approx(both / 2, rel=1e-4)
+
+
+def test_pool_averages_each_candidate_over_the_proxies_and_skips_missing_values():
+    rng = np.random.default_rng(3)
+    heldout = [sampled(rng, 800, 1.0), sampled(rng, 800, 2.0)]
+    proxies = [
+        {
+            "heldout_source": source,
+            "temperature": {"t_val": t_val, "shift_factor": factor, "heldout_accuracy": 0.5},
+            "scores": {"texture": {"threshold": 0.05, "heldout_auroc_rw": auroc}},
+        }
+        for source, t_val, factor, auroc in (("web", 0.5, 2.0, 0.6), ("atlas", 1.0, 2.0, None))
+    ]
+    out = pool(proxies, heldout)
+    assert out["scores"] == {"texture": {"heldout_auroc_rw": 0.6}}
+    # held-out logits at T 1 and 2, proxies' validation T 0.5 and 1: both need a factor of 2
+    assert out["temperature"]["shift_factor"] == pytest.approx(2.0, rel=0.1)
+    assert set(out["temperature"]["sources"]) == {"web", "atlas"}
+    for row in out["temperature"]["sources"].values():
+        assert row["ece_heldout_at_pooled"] < 0.05

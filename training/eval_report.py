@@ -139,7 +139,7 @@ def by_condition(
 
 
 def calibrate(val_logits: np.ndarray, val_labels: np.ndarray, shift: dict | None = None) -> dict:
-    """T fitted on the clean validation split, times the held-out-source proxy's shift factor
+    """T fitted on the clean validation split, times the held-out-source proxies' shift factor
     when `shift` (weights/reports/shift_proxy.json's "temperature") is given: the models meet
     photos from clinics they never saw, where the same recipe is more sure of itself than it
     should be (training/README.md, "A content-shift stand-in")."""
@@ -168,8 +168,8 @@ def calibrate(val_logits: np.ndarray, val_labels: np.ndarray, shift: dict | None
             "ece_in_source": ece(in_source),
             "shift_factor": factor,
             "fitted_on": f"validation split, clean, {len(val_labels)} images, times the "
-            f"shift factor {factor:.3f} (T on a held-out source / T on validation) of the "
-            f"held-out-source proxy ({shift['heldout_source']})",
+            f"shift factor {factor:.3f} (T on held-out sources / T on validation) of the "
+            f"held-out-source proxies ({shift['heldout_source']})",
         }
     return out
 

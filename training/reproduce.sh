@@ -15,14 +15,18 @@ for name in clean robust noise-trained; do
   [ -d "runs/$name" ] && resume=(--resume)
   "$PY" training/train.py --name "$name" --seeds 0 1 2 --lr 0.03 "${resume[@]}"
 done
-# The content-shift stand-in: the clean recipe trained without the skinscanner source, scored on
-# that source's photos (-> weights/reports/shift_proxy.json: the temperature's shift factor and
-# each familiarity score's right-vs-wrong AUROC on a new source).
-"$PY" training/source_holdout.py --source skinscanner --out runs/holdout/split.json
-resume=()
-[ -d runs/holdout/clean ] && resume=(--resume)
-"$PY" training/train.py --name clean --seeds 0 --lr 0.03 --split-file runs/holdout/split.json \
-  --out-dir runs/holdout --weights-dir runs/holdout/weights "${resume[@]}"
+# The content-shift stand-ins: the clean recipe trained without one source, for every source in
+# training/shift_proxy.py's SOURCES, each scored on its held-out photos (-> weights/reports/
+# shift_proxy.json: the temperatures' pooled shift factor and each familiarity score's
+# right-vs-wrong AUROC on a new source).
+for src in skinscanner rfacne birajadash azh fuseg rfurticaria; do
+  dir=runs/holdout-$src
+  "$PY" training/source_holdout.py --source "$src" --out "$dir/split.json"
+  resume=()
+  [ -d "$dir/clean" ] && resume=(--resume)
+  "$PY" training/train.py --name clean --seeds 0 --lr 0.03 --split-file "$dir/split.json" \
+    --out-dir "$dir" --weights-dir "$dir/weights" "${resume[@]}"
+done
 PYTHONPATH=. "$PY" training/shift_proxy.py
 for name in clean robust noise-trained; do
   "$PY" training/evaluate.py --models "$name"

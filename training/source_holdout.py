@@ -1,6 +1,6 @@
 """A split with one source held out: a content-shift stand-in that never touches SD-198.
 
-    python training/source_holdout.py --source skinscanner --out runs/holdout/split.json
+    python training/source_holdout.py --source skinscanner --out runs/holdout-skinscanner/split.json
 
 Validation photos come from the training sources, so they cannot show what the models meet in
 another clinic: other framing, other cameras, other diseases under the same label. This writes
@@ -10,10 +10,11 @@ that source's train and validation photos as `heldout`. A model trained on this 
 scores and temperatures can be judged on them. The test split is not used for anything here,
 and neither is SD-198.
 
-`skinscanner` is the default because it is the only source that feeds five classes (Acne,
-Blister, Erythema, Leukoderma, Wheal) while each of those keeps another source, so the proxy
-still learns all ten classes; every other multi-class source would take a class with it
-(`padufes20` is the only source of Pigmented Macula).
+A source can be held out when each of its classes keeps another source, so the proxy still
+learns all ten classes; training/shift_proxy.py's SOURCES lists those it uses. `skinscanner`,
+the default, feeds five classes (Acne, Blister, Erythema, Leukoderma, Wheal); every other
+source that feeds several classes but `rfacne` would take a class with it (`padufes20` is the
+only source of Pigmented Macula).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", type=Path, default=REPO / "weights" / "split.json")
     parser.add_argument("--source", default="skinscanner", help="the source to hold out")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "holdout" / "split.json")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "holdout-skinscanner" / "split.json")
     return parser
 
 
