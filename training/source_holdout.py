@@ -61,7 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", type=Path, default=REPO / "weights" / "split.json")
     parser.add_argument("--source", default="skinscanner", help="the source to hold out")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "holdout-skinscanner" / "split.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "runs" / "holdout-skinscanner" / "split.json"
+    )
     return parser
 
 
