@@ -9,14 +9,20 @@ session's memory only: never on disk, never in a log.
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from dermcore.checkpoint import CheckpointError
 from dermcore.comparison import (
@@ -45,7 +51,7 @@ from dermcore.quality import (
     quality_findings,
 )
 from ui import common
-from ui.views import FAMILIARITY_HELP, ExploreSettings, answer_markdown, compare
+from ui.views import FAMILIARITY_HELP, ExploreSettings, answer_html, answer_markdown, compare
 
 BLUR_KERNELS = (1, 3, 5, 7, 9, 11)
 CLEAN_COLOUR, CORRUPTED_COLOUR = "#4c78a8", "#f58518"
@@ -603,10 +609,11 @@ def model_comparisons(
     photo: common.CurrentPhoto, settings: ExploreSettings
 ) -> tuple[list[tuple[str, Comparison]], list[str]]:
     """Every readable model on the same photo and corruption: one forward pass per model per
-    change (each clean view is cached). Returns (label, comparison) pairs and a sentence per
-    model that could not be read."""
+    change (each clean view is cached), the models' explanations run at once on their own
+    threads (ONNX Runtime and PyTorch's backward release the GIL). Returns (label, comparison)
+    pairs in the models' order and a sentence per model that could not be read."""
     entries = [e for e in common.available_models() if e.card is not None]
-    results, failures = [], []
+    jobs, failures = [], []
     for model_entry in entries:
         try:
             model = common.load_predictor(model_entry)
@@ -616,8 +623,74 @@ def model_comparisons(
         model_settings = settings
         if settings.target is not None and settings.target not in model.classes:
             model_settings = replace(settings, target=None)
-        results.append((model_entry.label, compare(model_entry, model, photo, model_settings)))
-    return results, failures
+        jobs.append((model_entry, model, model_settings))
+    context = get_script_run_ctx()
+
+    def run(job: tuple[common.ModelEntry, Predictor, ExploreSettings]) -> Comparison:
+        # the script's context, so that the cached views are this session's cache calls
+        add_script_run_ctx(threading.current_thread(), context)
+        return compare(job[0], job[1], photo, job[2])
+
+    if len(jobs) < 2:
+        comparisons = [run(job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            comparisons = list(pool.map(run, jobs))
+    return [(job[0].label, c) for job, c in zip(jobs, comparisons, strict=True)], failures
+
+
+# One st.html element for the whole row of models: with three models, Streamlit's columns,
+# images and markdown were ~16 elements for the browser to redraw on every slider move
+# (benchmarks/README.md, bench_browser). The images travel inside it as small JPEGs.
+MODELS_STYLE = (
+    "<style>.derm-models { display: grid; gap: 1rem 1.5rem;"
+    " grid-template-columns: repeat(auto-fit, minmax(15rem, 1fr)); }"
+    ".derm-model { display: grid; grid-template-columns: 1fr 1.2fr; gap: 0.75rem;"
+    " align-items: start; }"
+    ".derm-model figure { margin: 0; } .derm-model img { width: 100%; display: block; }"
+    ".derm-model figcaption { font-size: 0.875rem; text-align: center; opacity: 0.6;"
+    " margin-top: 0.25rem; }"
+    ".derm-model p { margin: 0; line-height: 1.6; }"
+    ".derm-pill { border-radius: 0.5rem; padding: 0 0.4em; font-size: 0.875rem;"
+    " white-space: nowrap; }"
+    ".derm-green { color: #177233; background: rgba(33, 195, 84, 0.1); }"
+    ".derm-orange { color: #a23c00; background: rgba(255, 164, 33, 0.15); }"
+    ".derm-red { color: #bd2e2e; background: rgba(255, 43, 43, 0.09); }"
+    ".derm-violet { color: #6630c9; background: rgba(128, 61, 245, 0.1); }</style>"
+)
+VERDICTS = {  # (colour class, words) of each model's mark
+    "not sure": ("derm-violet", "? not sure"),
+    "changed": ("derm-orange", "\u21c4 changed"),
+    "held": ("derm-green", "\u2713 held"),
+}
+
+
+def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
+    """One model's corrupted heatmap and both answers."""
+    classes = comparison.classes
+    clean, corrupted = comparison.clean, comparison.corrupted
+    verdict = (
+        "not sure"
+        if corrupted.abstain and not clean.abstain
+        else "changed"
+        if comparison.flipped
+        else "held"
+    )
+    colour, words = VERDICTS[verdict]
+    image = cv2.cvtColor(overlay(corrupted.input_image, corrupted.cam, alpha), cv2.COLOR_RGB2BGR)
+    jpeg = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
+    target = html.escape(classes[corrupted.target])
+    name = html.escape(name)
+    return (
+        '<div class="derm-model"><figure>'
+        f'<img src="data:image/jpeg;base64,{jpeg.decode()}" '
+        f'alt="{name}: heatmap of the evidence for {target} on the corrupted photo">'
+        f"<figcaption>evidence for {target}</figcaption></figure>"
+        f"<p><b>{name}</b><br>"
+        f'<span class="derm-pill {colour}">{words}</span><br>'
+        f"Clean: {answer_html(classes, clean)}<br>"
+        f"Corrupted: {answer_html(classes, corrupted)}</p></div>"
+    )
 
 
 def render_model_comparison(
@@ -637,28 +710,8 @@ def render_model_comparison(
     )
     with st.container(key="explore_models"):
         st.markdown(f"**{settings.spec.describe().capitalize()}** · {line}")
-        for column, (name, comparison) in zip(st.columns(len(results)), results, strict=True):
-            classes = comparison.classes
-            clean, corrupted = comparison.clean, comparison.corrupted
-            mark = (
-                ":violet[:material/help: not sure]"
-                if corrupted.abstain and not clean.abstain
-                else ":orange[:material/swap_horiz: changed]"
-                if comparison.flipped
-                else ":green[:material/check_circle: held]"
-            )
-            image_column, text_column = column.columns([1, 1.2], gap="small")
-            image_column.image(
-                overlay(corrupted.input_image, corrupted.cam, settings.alpha),
-                width="stretch",
-                caption=f"evidence for {classes[corrupted.target]}",
-            )
-            text_column.markdown(
-                f"**{name}**  \n{mark}  \n"
-                f"Clean: {answer_markdown(classes, clean)}  \n"
-                f"Corrupted: {answer_markdown(classes, corrupted)}",
-                help=FAMILIARITY_HELP,
-            )
+        cards = "".join(model_card_html(n, c, settings.alpha) for n, c in results)
+        st.html(f'{MODELS_STYLE}<div class="derm-models">{cards}</div>')
 
 
 # ---- page ----------------------------------------------------------------------------------

@@ -723,11 +723,15 @@ def test_compare_all_models_on_one_photo(app, photo_png, tiny_weights_dir):
     app.toggle(key="explore_compare").set_value(True)
     app.slider(key="explore_noise").set_value(flips).run()
     assert not app.exception
-    headers = [t for t in texts(app.markdown) if t.startswith("**tiny-")]
-    assert [h.split("**")[1] for h in headers] == [
+    (block,) = [h.value for h in app.html if 'class="derm-models"' in h.value]
+    assert re.findall(r"<p><b>(.*?)</b>", block) == [
         "tiny-clean (test fixture)",
         "tiny-noise (test fixture)",
     ]
+    assert block.count('<img src="data:image/jpeg;base64,') == 2  # each model's heatmap
+    assert block.count("Clean: <b>") == block.count("Corrupted: <b>") == 2
+    clean_card, _ = re.findall(r'<div class="derm-model">(.*?)</p></div>', block)
+    assert "changed" in clean_card  # tiny-clean flips at this density
     (line,) = [t for t in texts(app.markdown) if "Changed it:" in t]
     assert "salt-and-pepper" in line
     assert "tiny-clean (test fixture)" in line.split("Changed it:")[1]  # flips at this density

@@ -7,6 +7,7 @@ any view seen before without unpickling ~350 KB of arrays each time.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -105,16 +106,36 @@ FAMILIARITY_HELP = (
 )
 
 
+def answer_parts(classes: tuple[str, ...], view: Explanation) -> tuple[str, str, bool, str | None]:
+    """(top class, its probability as '61%', whether the model declines, familiarity badge or
+    None for a model without familiarity statistics) of one view."""
+    return (
+        classes[view.top_class],
+        f"{view.top_probability:.0%}",
+        bool(getattr(view, "abstain", False)),
+        familiarity_badge(getattr(view, "familiarity", None)),
+    )
+
+
 def answer_markdown(classes: tuple[str, ...], view: Explanation) -> str:
     """'**Acne** 61% · familiar', or '**Not sure** (Acne 61%) · unusual' where the model
     declines; no badge for a model without familiarity statistics."""
-    name, probability = classes[view.top_class], view.top_probability
-    text = (
-        f"**Not sure** ({name} {probability:.0%})"
-        if getattr(view, "abstain", False)
-        else f"**{name}** {probability:.0%}"
-    )
-    badge = familiarity_badge(getattr(view, "familiarity", None))
+    name, percent, declines, badge = answer_parts(classes, view)
+    text = f"**Not sure** ({name} {percent})" if declines else f"**{name}** {percent}"
     if badge is not None:
         text += f" :{BADGE_COLOURS[badge]}-badge[{badge}]"
+    return text
+
+
+def answer_html(classes: tuple[str, ...], view: Explanation) -> str:
+    """answer_markdown's sentence as HTML, for a view drawn inside st.html; the badge's
+    tooltip is FAMILIARITY_HELP. Its classes are styled by the page that draws it."""
+    name, percent, declines, badge = answer_parts(classes, view)
+    name = html.escape(name)
+    text = f"<b>Not sure</b> ({name} {percent})" if declines else f"<b>{name}</b> {percent}"
+    if badge is not None:
+        text += (
+            f' <span class="derm-pill derm-{BADGE_COLOURS[badge]}" '
+            f'title="{html.escape(FAMILIARITY_HELP)}">{badge}</span>'
+        )
     return text
