@@ -12,6 +12,7 @@ cached one). Timed inside the page, from the keydown event to the first animatio
 the element changed (so: painted), for
 
     answers  the two answer lines beside the heatmaps ("Clean: Acne 61% ...")
+    models   with --compare, instead: every model's heatmap and answers, side by side
     chart    the prediction panel under them (bars, labels, drift numbers): all of it redrawn
 
 and, as issue 18 measured it, from Playwright's side until the prediction panel changes
@@ -60,17 +61,19 @@ from test_browser import (  # noqa: E402
 TARGET_P50_MS, TARGET_P95_MS = 100, 150
 ISSUE_BASELINE_MS = {"p50": 138, "p95": 176}  # issue 18, one model, harness-timed, quiet
 ANSWERS = ".st-key-explore_answers"
+MODELS = ".st-key-explore_models"  # "Compare all models": every model's heatmap and answers
 # Installed once: every keydown starts a record; a MutationObserver notes when each timed
 # element's text or drawing first differs from what it was at the keydown, and the next
 # animation frame after that (the change is painted by then) closes that element's time.
-TIMER = """([answers, chart]) => {
+TIMER = """(timed) => {
   const signature = (selector) => {
     const panel = document.querySelector(selector);
     if (!panel) return "";
     const marks = [...panel.querySelectorAll("svg text, svg path")];
-    return panel.innerText + marks.map(e => e.textContent + (e.getAttribute("d") || "")).join("|");
+    const images = [...panel.querySelectorAll("img")].map(e => e.src.length + e.src.slice(-64));
+    return panel.innerText + marks.map(e => e.textContent + (e.getAttribute("d") || "")).join("|")
+      + images.join("|");
   };
-  const timed = {answers, chart};
   window.__press = null;
   document.addEventListener("keydown", () => {
     const press = {t0: performance.now(), before: {}, painted: {}};
@@ -140,9 +143,11 @@ def synthetic_weights(folder: Path, models: int) -> Path:
 
 
 def time_presses(page, changes: int, compare: bool) -> dict[str, list[float]]:
-    page.evaluate(TIMER, [ANSWERS, PREDICTIONS])
+    selectors = {"models" if compare else "answers": MODELS if compare else ANSWERS}
+    selectors["chart"] = PREDICTIONS
+    page.evaluate(TIMER, selectors)
     page.locator(NOISE_SLIDER).focus()
-    timed = ("chart",) if compare else ("answers", "chart")
+    timed = tuple(selectors)
     times: dict[str, list[float]] = {name: [] for name in (*timed, "harness")}
     for _ in range(changes):
         # harness: the issue's measure, from Playwright's side until the panel's signature changes

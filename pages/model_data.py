@@ -132,11 +132,17 @@ def render_model_card(entry: common.ModelEntry) -> None:
             width="stretch",
         )
     if card.calibration.get("shift_factor"):
+        sources = len(card.calibration.get("shift_sources") or [None])
+        repeated = (
+            f"repeated {sources} times with one photo source left out each time,"
+            if sources > 1
+            else "without one photo source,"
+        )
         st.markdown(
             "**Confidence.** Its probabilities are set for photos from clinics it never saw. "
-            "The same training without one photo source was more sure of itself on that "
-            "source's photos than its accuracy there justified, so these probabilities are "
-            "softened by as much. On photos like its training photos it is therefore a little "
+            f"The same training, {repeated} was more sure of itself on the left-out photos "
+            "than its accuracy there justified, so these probabilities are softened by as "
+            "much. On photos like its training photos it is therefore a little "
             "modest; on photos from other clinics (SD-198) it is still too sure. Read a high "
             "probability as the model's certainty, not as the chance of being right."
         )

@@ -444,9 +444,11 @@ def _temperature_origin(calibration: dict) -> str:
     factor = calibration.get("shift_factor")
     if not isinstance(factor, int | float):
         return "Fitted on the clean validation split."
+    sources = len(calibration.get("shift_sources") or [None])
+    left_out = f" ({sources} sources, each left out in turn)" if sources > 1 else ""
     return (
         f"Fitted on the clean validation split, then multiplied by {factor:.2f}: how much "
-        "softer the same recipe had to be on photos from a source it never trained on."
+        f"softer the same recipe had to be on photos from sources it never trained on{left_out}."
     )
 
 

@@ -484,6 +484,7 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
                 del report["sweeps"]  # derived from families and severities instead
                 # a temperature softened by the held-out-source proxy (training/shift_proxy.py)
                 report["calibration"] |= {"in_source_temperature": 1.0, "shift_factor": 1.3}
+                report["calibration"] |= {"shift_sources": ["web", "atlas"]}
                 report["calibration"] |= {"ece_in_source": 0.02}
             (folder / f"{dataset}.json").write_text(json.dumps(report))
         (folder / "table4.json").write_text(
@@ -539,6 +540,9 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     (ece,) = [t for t in texts(at.caption) if t.startswith("Validation ECE")]
     assert "2.0% at validation's own temperature, 3.0% at this one" in ece
     assert "softened for photos from other clinics" in ece
+    (temperature,) = [m for m in at.metric if m.label == "Temperature"]
+    assert "multiplied by 1.30" in temperature.help
+    assert "(2 sources, each left out in turn)" in temperature.help
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
     (note,) = [t for t in texts(at.caption) if "impulse filter" in t]
     assert note.startswith("noise-trained: ")
@@ -848,3 +852,18 @@ def test_model_card_names_every_data_collection(tiny_weights_dir, tmp_path, monk
         "2 collections: train (2401 photos); clinic-photos (120 photos)" in t
         for t in texts(at.markdown)
     )
+
+
+def test_model_card_says_how_its_confidence_was_softened(tiny_weights_dir, tmp_path, monkeypatch):
+    """A temperature carrying the held-out-source proxies' factor is explained in words; the
+    count of left-out sources comes from the card."""
+    model, card = load_checkpoint(tiny_weights_dir / "tiny-clean.json")
+    card.calibration = {"temperature": 1.3, "shift_factor": 1.3, "shift_sources": ["a", "b", "c"]}
+    save_checkpoint(model, card, tmp_path)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/model_data.py").run()
+    assert not at.exception
+    (confidence,) = [t for t in texts(at.markdown) if t.startswith("**Confidence.**")]
+    assert "repeated 3 times with one photo source left out each time" in confidence
+    assert "set for photos from clinics it never saw" in confidence

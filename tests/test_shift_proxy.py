@@ -69,6 +69,9 @@ def test_calibrate_scales_the_validation_temperature_by_the_shift_factor():
     assert shifted["ece_in_source"] == pytest.approx(alone["ece_after"])
     assert shifted["ece_after"] > shifted["ece_in_source"]  # less sure than validation needs
     assert "held-out-source proxies (web)" in shifted["fitted_on"]
+    assert shifted["shift_sources"] == ["web"]
+    pooled = calibrate(logits, labels, {"shift_factor": 1.5, "heldout_source": "web, atlas"})
+    assert pooled["shift_sources"] == ["web", "atlas"]
 
 
 def test_proxy_file_round_trip_for_evaluate_and_familiarity(tmp_path):

@@ -167,6 +167,7 @@ def calibrate(val_logits: np.ndarray, val_labels: np.ndarray, shift: dict | None
             "in_source_temperature": in_source,
             "ece_in_source": ece(in_source),
             "shift_factor": factor,
+            "shift_sources": [name.strip() for name in shift["heldout_source"].split(",")],
             "fitted_on": f"validation split, clean, {len(val_labels)} images, times the "
             f"shift factor {factor:.3f} (T on held-out sources / T on validation) of the "
             f"held-out-source proxies ({shift['heldout_source']})",
