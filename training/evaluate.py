@@ -193,7 +193,7 @@ def report_sets(sets: Sequence[ImageSet], logits: dict) -> dict[str, tuple[Image
 
 
 def read_shift(path: Path) -> dict | None:
-    """The held-out-source proxy's temperature measures (training/shift_proxy.py), or None."""
+    """The held-out-source proxies' temperature measures (training/shift_proxy.py), or None."""
     if not path.is_file():
         log.info("no %s: the temperature is the validation split's alone", path)
         return None
@@ -342,7 +342,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--shift-proxy",
         type=Path,
         default=None,
-        help="held-out-source proxy (training/shift_proxy.py) whose shift factor multiplies the "
+        help="held-out-source proxies (training/shift_proxy.py) whose shift factor multiplies the "
         "validation temperature (default: <out>/shift_proxy.json when it exists)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds every per-image corruption draw")

@@ -17,7 +17,7 @@ in for the unfamiliar (5% salt-and-pepper and the 11x11 blur of training/evaluat
   auroc_rw                  how well the abstention score ranks right answers above wrong ones
                             (clean validation)
   heldout_auroc_rw          the same AUROC on photos from a source the model never saw, read
-                            from the held-out-source proxy (weights/reports/shift_proxy.json,
+                            from the held-out-source proxies (weights/reports/shift_proxy.json,
                             training/shift_proxy.py): the one content-shift measure, since
                             validation photos come from the training sources
 with the threshold set as below. The rule that abstains on a low confidence alone is listed too.
@@ -355,7 +355,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--shift-proxy",
         type=Path,
         default=REPO / "weights" / "reports" / "shift_proxy.json",
-        help="the held-out-source proxy's scores (training/shift_proxy.py)",
+        help="the held-out-source proxies' scores (training/shift_proxy.py)",
     )
     add_data_arguments(parser)
     return parser
