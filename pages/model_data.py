@@ -133,8 +133,10 @@ def render_model_card(entry: common.ModelEntry) -> None:
         )
     if card.calibration.get("shift_factor"):
         sources = len(card.calibration.get("shift_sources") or [None])
+        words = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+        times = words[sources - 2] if 2 <= sources <= 10 else str(sources)
         repeated = (
-            f"repeated {sources} times with one photo source left out each time,"
+            f"repeated {times} times with one photo source left out each time,"
             if sources > 1
             else "without one photo source,"
         )

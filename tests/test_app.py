@@ -865,5 +865,5 @@ def test_model_card_says_how_its_confidence_was_softened(tiny_weights_dir, tmp_p
     at.switch_page("pages/model_data.py").run()
     assert not at.exception
     (confidence,) = [t for t in texts(at.markdown) if t.startswith("**Confidence.**")]
-    assert "repeated 3 times with one photo source left out each time" in confidence
+    assert "repeated three times with one photo source left out each time" in confidence
     assert "set for photos from clinics it never saw" in confidence
