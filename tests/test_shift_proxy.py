@@ -9,7 +9,7 @@ from training import metrics
 from training.eval_report import calibrate
 from training.evaluate import read_shift
 from training.familiarity import read_proxy
-from training.shift_proxy import fit_shift_factor, pool
+from training.shift_proxy import fit_shift_factor, pool, temperature_table
 from training.source_holdout import hold_out
 
 
@@ -152,3 +152,30 @@ def test_pool_averages_each_candidate_over_the_proxies_and_skips_missing_values(
     assert set(out["temperature"]["sources"]) == {"web", "atlas"}
     for row in out["temperature"]["sources"].values():
         assert row["ece_heldout_at_pooled"] < 0.05
+
+
+def test_results_table_prints_each_proxy_and_the_pooled_factor(tmp_path):
+    from training.results_table import shift_proxies
+
+    assert shift_proxies(tmp_path) == []  # no proxies scored yet: no table
+    rng = np.random.default_rng(4)
+    heldout = [sampled(rng, 400, 1.5), sampled(rng, 400, 3.0)]
+    proxies = []
+    for source, (logits, labels) in zip(("web", "atlas"), heldout, strict=True):
+        views = {"clean": (rng.normal(0, 3, (200, 5)),), "heldout": (logits,)}
+        label_sets = {"clean": rng.integers(0, 5, 200), "heldout": labels}
+        proxies.append(
+            {
+                "heldout_source": source,
+                "counts": {"clean": 200, "heldout": 400},
+                "temperature": temperature_table(views, label_sets),
+                "scores": {"texture": {"heldout_auroc_rw": 0.6}},
+            }
+        )
+    data = {**pool(proxies, heldout), "proxies": proxies}
+    (tmp_path / "shift_proxy.json").write_text(json.dumps(data))
+    rows = shift_proxies(tmp_path)
+    assert [r.split(" | ")[0] for r in rows[2:4]] == ["| web", "| atlas"]
+    assert rows[2].split(" | ")[1] == "200 / 400"
+    factor = data["temperature"]["shift_factor"]
+    assert rows[-1].startswith(f"\nPooled shift factor: {factor:.3f}")

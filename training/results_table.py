@@ -174,6 +174,36 @@ def calibration(reports: Path, names: list[str]) -> list[str]:
     return rows
 
 
+def shift_proxies(reports: Path) -> list[str]:
+    """Each held-out-source proxy (weights/reports/shift_proxy.json): its accuracy on its own
+    validation and on its held-out source, its own shift factor, and the held-out ECE at its
+    validation T, at the pooled factor and at its own; then the pooled factor."""
+    path = reports / "shift_proxy.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    pooled = data["temperature"]
+    rows = [
+        "| held-out source | proxy validation / held-out photos | validation top-1 % | held-out top-1 % | its own factor | held-out ECE at validation T | at the pooled factor | at its own factor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for proxy in data.get("proxies", []):
+        source, t = proxy["heldout_source"], proxy["temperature"]
+        counts = proxy["counts"]
+        at_pooled = pooled.get("sources", {}).get(source, {}).get("ece_heldout_at_pooled")
+        rows.append(
+            f"| {source} | {counts['clean']} / {counts['heldout']} | "
+            f"{pct(t['val_accuracy'])} | {pct(t['heldout_accuracy'])} | "
+            f"{t['shift_factor']:.2f} | {t['ece_heldout_at_t_val']:.3f} | "
+            f"{'' if at_pooled is None else f'{at_pooled:.3f}'} | "
+            f"{t['ece_heldout_at_t_heldout']:.3f} |"
+        )
+    rows.append(
+        f"\nPooled shift factor: {pooled['shift_factor']:.3f} ({pooled.get('fitted_on', '')})."
+    )
+    return rows
+
+
 def sd198_conditions(reports: Path, names: list[str]) -> list[str]:
     """Recall per SD-198 condition on clean photos (every row, lenient ones included), and the
     shipped clean model's most frequent answers."""
@@ -361,6 +391,7 @@ def main() -> None:
         ("Table 5", table5(reports)),
         ("Table 4", table4(reports)),
         ("Calibration (ECE on the validation split, 15 bins)", calibration(reports, names)),
+        ("Held-out-source proxies (the temperature's shift factor)", shift_proxies(reports)),
         ("SD-198 by condition (clean photos)", sd198_conditions(reports, names)),
         ("Abstention against issue 14's targets", abstention_targets(reports, names)),
         (
