@@ -656,7 +656,10 @@ MODELS_STYLE = (
     ".derm-green { color: #177233; background: rgba(33, 195, 84, 0.1); }"
     ".derm-orange { color: #a23c00; background: rgba(255, 164, 33, 0.15); }"
     ".derm-red { color: #bd2e2e; background: rgba(255, 43, 43, 0.09); }"
-    ".derm-violet { color: #6630c9; background: rgba(128, 61, 245, 0.1); }</style>"
+    ".derm-violet { color: #6630c9; background: rgba(128, 61, 245, 0.1); }"
+    "@media (prefers-color-scheme: dark) { .derm-green { color: #5ce488; }"
+    " .derm-orange { color: #ffbd45; } .derm-red { color: #ff8c8c; }"
+    " .derm-violet { color: #b27eff; } }</style>"
 )
 VERDICTS = {  # (colour class, words) of each model's mark
     "not sure": ("derm-violet", "? not sure"),
