@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What predict, predict_logits, embed and assess take: one photo, a batch of photos of one size,
+# or a list of photos of any sizes (each brought to the input size as the app does).
+Images = np.ndarray | Sequence[np.ndarray]
+
 # Method key -> display name. "gradcam" is the fast path in this module; the rest are
 # pytorch-grad-cam classes (see _LIBRARY_CLASSES).
 METHODS: dict[str, str] = {
@@ -282,8 +286,9 @@ class Predictor:
             return self._preprocessing.to_input_resolution(photo)
         return corrupt_for_model(photo, spec, self._preprocessing, where)
 
-    def predict_logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, C) logits.
+    def predict_logits(self, images: Images, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N, H, W, 3), (H, W, 3) or a list of uint8 (H, W, 3) photos of any sizes ->
+        float32 (N, C) logits.
 
         Images not at input_size x input_size go through `to_input_resolution` first. The lock is
         taken per batch, so other sessions get a turn during a long sweep.
@@ -302,14 +307,15 @@ class Predictor:
                 logits[start : start + len(x)] = self._checked(self.model(x)).numpy()
         return logits
 
-    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, C) probabilities, softmax(logits / T)."""
+    def predict(self, images: Images, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N, H, W, 3), (H, W, 3) or a list of uint8 (H, W, 3) photos of any sizes ->
+        float32 (N, C) probabilities, softmax(logits / T)."""
         return self._softmax(torch.from_numpy(self.predict_logits(images, batch_size))).numpy()
 
     def embed(
-        self, images: np.ndarray, batch_size: int = 64
+        self, images: Images, batch_size: int = 64
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 (N, H, W, 3) or (H, W, 3) -> float32 logits (N, C), penultimate features
+        """Images as for `predict` -> float32 logits (N, C), penultimate features
         (N, D) (the classifier's input) and texture statistics (N, E) (of the texture layer, see
         dermcore.familiarity), from one forward pass per batch."""
         if self._head_module is None or self._texture_module is None:
@@ -330,8 +336,8 @@ class Predictor:
             texture.append(textures[0].numpy())
         return np.concatenate(logits), np.concatenate(features), np.concatenate(texture)
 
-    def assess(self, images: np.ndarray, batch_size: int = 64) -> Assessment:
-        """uint8 (N, H, W, 3) or (H, W, 3) -> probabilities, familiarity and abstention, from
+    def assess(self, images: Images, batch_size: int = 64) -> Assessment:
+        """Images as for `predict` -> probabilities, familiarity and abstention, from
         one forward pass per batch (see the class docstring for the abstention rule)."""
         if self.familiarity_stats is None:
             logits = torch.from_numpy(self.predict_logits(images, batch_size))
@@ -494,10 +500,21 @@ class Predictor:
             raise ValueError(f"target {target} is out of range for {len(self.classes)} classes")
         return int(target)
 
-    def _input_batch(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) or (N, H, W, 3) -> uint8 (N, S, S, 3) at the input size S."""
+    def _input_batch(self, images: Images) -> np.ndarray:
+        """uint8 (H, W, 3), uint8 (N, H, W, 3), or a list or tuple of uint8 (H, W, 3) photos of
+        any sizes -> uint8 (N, S, S, 3) at the input size S. Errors name the shape and dtype,
+        never the pixels."""
+        if isinstance(images, list | tuple):
+            if not images:
+                raise ValueError("expected at least one image, got an empty sequence")
+            for k, image in enumerate(images):
+                if not _is_photo(image):
+                    raise ValueError(
+                        f"image {k}: expected a uint8 (H, W, 3) RGB array, got {_describe(image)}"
+                    )
+            return np.stack([self._at_input_size(image) for image in images])
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images, got {getattr(images, 'dtype', images)!r}")
+            raise ValueError(f"expected uint8 images, got {_describe(images)}")
         if images.ndim == 3:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
@@ -506,6 +523,11 @@ class Predictor:
         if images.shape[1:3] == (size, size):
             return images
         return np.stack([self._preprocessing.to_input_resolution(i) for i in images])
+
+    def _at_input_size(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] == (self.input_size, self.input_size):
+            return image
+        return self._preprocessing.to_input_resolution(image)
 
     def _checked(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 2 or logits.shape[1] != len(self.classes):
@@ -517,6 +539,23 @@ class Predictor:
 
     def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float() / self.temperature, dim=-1)
+
+
+def _is_photo(image: object) -> bool:
+    return (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[-1] == 3
+        and min(image.shape[:2]) > 0
+    )
+
+
+def _describe(value: object) -> str:
+    """'uint16 array of shape (4, 4, 3)' or 'str': enough to fix the call, no pixel values."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
 
 
 @contextmanager

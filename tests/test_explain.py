@@ -230,6 +230,38 @@ def test_predict_batches_equal_single_predictions(lite0):
         lite0.predict(images.astype(np.float32))
 
 
+def test_a_list_of_photos_of_any_sizes_is_one_batch(lite0):
+    """An atlas's photos come in many sizes: a list of them gives what each gives alone."""
+    photos = [
+        random_image(30 + i, shape) for i, shape in enumerate([(90, 120), (64, 64), (200, 70)])
+    ]
+    together = lite0.predict(photos, batch_size=2)
+    assert together.shape == (3, 10)
+    for photo, row in zip(photos, together, strict=True):
+        np.testing.assert_allclose(lite0.predict(photo)[0], row, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(lite0.predict_logits(tuple(photos)), lite0.predict_logits(photos))
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ([], "at least one image, got an empty sequence"),
+        (
+            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)],
+            "image 1: .*uint8 array of shape \\(8, 8\\)",
+        ),
+        ([np.zeros((8, 8, 4), np.uint8)], "image 0: .*RGB.*shape \\(8, 8, 4\\)"),
+        ([np.zeros((8, 8, 3), np.float32)], "image 0: .*float32 array"),
+        (["photo.jpg"], "image 0: .*got str"),
+        (np.zeros((2, 8, 8, 3), np.uint16), "expected uint8 images, got uint16 array of shape"),
+    ],
+)
+def test_bad_inputs_are_named_by_shape_and_type_never_by_pixels(lite0, images, message):
+    with pytest.raises(ValueError, match=message) as error:
+        lite0.predict(images)
+    assert len(str(error.value)) < 200  # no array printed into the message
+
+
 def test_prepare_corrupts_with_the_models_preprocessing(lite0):
     photo = random_image(12, (100, 80))
     np.testing.assert_array_equal(

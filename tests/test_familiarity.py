@@ -330,3 +330,14 @@ def test_from_checkpoint_folds_batchnorm_and_answers_as_the_unfolded_model(tmp_p
         a, b = folded.explain(image), unfolded.explain(image)
         assert a.target == b.target
         np.testing.assert_allclose(a.cam, b.cam, rtol=0, atol=1e-3)
+
+
+def test_assess_takes_a_list_of_photos_of_any_sizes(predictor):
+    photos = [lesion_photo(1, 96, 128), lesion_photo(2, 120, 90), skin_batch([3])[0]]
+    assessment = predictor.assess(photos)
+    assert assessment.probabilities.shape == (3, NUM_CLASSES)
+    for k, photo in enumerate(photos):
+        alone = predictor.assess(photo)
+        np.testing.assert_allclose(assessment.probabilities[k], alone.probabilities[0], atol=1e-6)
+        np.testing.assert_allclose(assessment.familiarity[k], alone.familiarity[0], atol=1e-6)
+        assert assessment.abstain[k] == alone.abstain[0]
