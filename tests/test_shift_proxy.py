@@ -9,7 +9,7 @@ from training import metrics
 from training.eval_report import calibrate
 from training.evaluate import read_shift
 from training.familiarity import read_proxy
-from training.shift_proxy import fit_shift_factor, pool, temperature_table
+from training.shift_proxy import fit_shift_factor, missing_proxies, pool, temperature_table
 from training.source_holdout import hold_out
 
 
@@ -179,3 +179,15 @@ def test_results_table_prints_each_proxy_and_the_pooled_factor(tmp_path):
     assert rows[2].split(" | ")[1] == "200 / 400"
     factor = data["temperature"]["shift_factor"]
     assert rows[-1].startswith(f"\nPooled shift factor: {factor:.3f}")
+
+
+def test_an_untrained_proxy_is_named_with_the_commands_that_train_it(tmp_path):
+    ready, missing = tmp_path / "holdout-web", tmp_path / "holdout-atlas"
+    (ready / "weights").mkdir(parents=True)
+    (ready / "split.json").write_text("{}")
+    (ready / "weights" / "clean.json").write_text("{}")
+    commands = missing_proxies([ready, missing], "clean")
+    assert len(commands) == 2
+    assert commands[0].startswith("python training/source_holdout.py --source atlas --out ")
+    assert f"--split-file {missing}/split.json" in commands[1]
+    assert missing_proxies([ready], "clean") == []

@@ -211,7 +211,29 @@ def print_table(title: str, scores: dict) -> None:
         print(f"{name:<22}{cells}")
 
 
+def missing_proxies(run_dirs: list[Path], model: str) -> list[str]:
+    """The commands that would train each proxy folder that lacks its split or its card."""
+    commands = []
+    for run_dir in run_dirs:
+        if (run_dir / "split.json").is_file() and (run_dir / "weights" / f"{model}.json").is_file():
+            continue
+        source = run_dir.name.removeprefix("holdout-")
+        folder = relative(run_dir)
+        commands += [
+            f"python training/source_holdout.py --source {source} --out {folder}/split.json",
+            f"python training/train.py --name {model} --seeds 0 --lr 0.03 --split-file "
+            f"{folder}/split.json --out-dir {folder} --weights-dir {folder}/weights",
+        ]
+    return commands
+
+
 def main(args: argparse.Namespace) -> dict:
+    commands = missing_proxies(args.proxies, args.model)
+    if commands:
+        raise SystemExit(
+            "some proxies are not trained yet (training/README.md, 'A content-shift "
+            "stand-in'); run:\n  " + "\n  ".join(commands)
+        )
     proxies, heldout = [], []
     for run_dir in args.proxies:
         result, logits_labels = score_proxy(run_dir, args)
