@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from dermcore.corruptions import CorruptionSpec, corrupt_for_model
 from dermcore.familiarity import FamiliarityStats, abstention_score, texture_statistics
 from dermcore.graph_runtime import EmbeddingGraph, try_export
+from dermcore.imageio import rgb_from_pil
 from dermcore.labels import CLASSES
 from dermcore.models import fold_batchnorm, get_arch, get_module
 from dermcore.preprocessing import Preprocessing
@@ -50,8 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # What predict, predict_logits, embed and assess take: one photo, a batch of photos of one size,
-# or a list of photos of any sizes (each brought to the input size as the app does).
-Images = np.ndarray | Sequence[np.ndarray]
+# or a list of photos of any sizes (each brought to the input size as the app does); a photo is
+# a uint8 (H, W, 3) RGB array or a Pillow image in any mode.
+Images = np.ndarray | Image.Image | Sequence[np.ndarray | Image.Image]
 
 # Method key -> display name. "gradcam" is the fast path in this module; the rest are
 # pytorch-grad-cam classes (see _LIBRARY_CLASSES).
@@ -287,8 +290,8 @@ class Predictor:
         return corrupt_for_model(photo, spec, self._preprocessing, where)
 
     def predict_logits(self, images: Images, batch_size: int = 64) -> np.ndarray:
-        """uint8 (N, H, W, 3), (H, W, 3) or a list of uint8 (H, W, 3) photos of any sizes ->
-        float32 (N, C) logits.
+        """uint8 (N, H, W, 3), (H, W, 3), or a list of photos (uint8 (H, W, 3) arrays or Pillow
+        images) of any sizes -> float32 (N, C) logits.
 
         Images not at input_size x input_size go through `to_input_resolution` first. The lock is
         taken per batch, so other sessions get a turn during a long sweep.
@@ -308,8 +311,8 @@ class Predictor:
         return logits
 
     def predict(self, images: Images, batch_size: int = 64) -> np.ndarray:
-        """uint8 (N, H, W, 3), (H, W, 3) or a list of uint8 (H, W, 3) photos of any sizes ->
-        float32 (N, C) probabilities, softmax(logits / T)."""
+        """uint8 (N, H, W, 3), (H, W, 3), or a list of photos (uint8 (H, W, 3) arrays or Pillow
+        images) of any sizes -> float32 (N, C) probabilities, softmax(logits / T)."""
         return self._softmax(torch.from_numpy(self.predict_logits(images, batch_size))).numpy()
 
     def embed(
@@ -501,18 +504,22 @@ class Predictor:
         return int(target)
 
     def _input_batch(self, images: Images) -> np.ndarray:
-        """uint8 (H, W, 3), uint8 (N, H, W, 3), or a list or tuple of uint8 (H, W, 3) photos of
-        any sizes -> uint8 (N, S, S, 3) at the input size S. Errors name the shape and dtype,
-        never the pixels."""
+        """uint8 (H, W, 3), uint8 (N, H, W, 3), a Pillow image, or a list or tuple of uint8
+        (H, W, 3) photos or Pillow images (any mode, upright by EXIF) of any sizes -> uint8
+        (N, S, S, 3) at the input size S. Errors name the shape and dtype, never the pixels."""
+        if isinstance(images, Image.Image):
+            images = [images]
         if isinstance(images, list | tuple):
             if not images:
                 raise ValueError("expected at least one image, got an empty sequence")
-            for k, image in enumerate(images):
+            photos = [rgb_from_pil(i) if isinstance(i, Image.Image) else i for i in images]
+            for k, image in enumerate(photos):
                 if not _is_photo(image):
                     raise ValueError(
-                        f"image {k}: expected a uint8 (H, W, 3) RGB array, got {_describe(image)}"
+                        f"image {k}: expected a uint8 (H, W, 3) RGB array or a Pillow image, "
+                        f"got {_describe(image)}"
                     )
-            return np.stack([self._at_input_size(image) for image in images])
+            return np.stack([self._at_input_size(image) for image in photos])
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {_describe(images)}")
         if images.ndim == 3:

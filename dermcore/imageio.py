@@ -175,6 +175,12 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
+def rgb_from_pil(image: Image.Image) -> np.ndarray:
+    """An opened Pillow image in any mode -> new uint8 HxWx3 RGB array, upright by its EXIF
+    orientation, transparency composited on white: what load_image gives for its file."""
+    return _to_rgb(_upright(image), _integer_bits(image))
+
+
 def _integer_bits(image: Image.Image) -> int:
     """Magnitude bits per sample of a 16/32-bit integer image. TIFF states them (BitsPerSample,
     tag 258, less the sign bit when SampleFormat, tag 339, is 2); other formats only produce

@@ -1,4 +1,5 @@
 import copy
+import io
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -240,6 +241,28 @@ def test_a_list_of_photos_of_any_sizes_is_one_batch(lite0):
     for photo, row in zip(photos, together, strict=True):
         np.testing.assert_allclose(lite0.predict(photo)[0], row, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(lite0.predict_logits(tuple(photos)), lite0.predict_logits(photos))
+
+
+def test_pillow_images_in_any_mode_are_photos_too(lite0):
+    """A scorer that opens files with Pillow passes them as they are: grey, palette and
+    transparent images become the RGB photos load_image would make of them."""
+    from PIL import Image
+
+    from dermcore.imageio import load_image
+
+    def as_file(image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    rgb = random_image(40, (70, 90))
+    grey = Image.fromarray(rgb[:, :, 0])
+    transparent = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]))
+    images = [Image.fromarray(rgb), grey, grey.convert("P"), transparent]
+    expected = [load_image(as_file(image)) for image in images]
+    np.testing.assert_array_equal(expected[0], rgb)
+    np.testing.assert_allclose(lite0.predict(images), lite0.predict(expected), atol=1e-6)
+    np.testing.assert_allclose(lite0.predict(Image.fromarray(rgb)), lite0.predict(rgb), atol=1e-6)
 
 
 @pytest.mark.parametrize(
