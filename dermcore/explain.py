@@ -512,14 +512,16 @@ class Predictor:
         if isinstance(images, list | tuple):
             if not images:
                 raise ValueError("expected at least one image, got an empty sequence")
-            photos = [rgb_from_pil(i) if isinstance(i, Image.Image) else i for i in images]
-            for k, image in enumerate(photos):
-                if not _is_photo(image):
+            inputs = []
+            for k, image in enumerate(images):  # one at a time: a list of 12 MP photos is large
+                photo = rgb_from_pil(image) if isinstance(image, Image.Image) else image
+                if not _is_photo(photo):
                     raise ValueError(
                         f"image {k}: expected a uint8 (H, W, 3) RGB array or a Pillow image, "
-                        f"got {_describe(image)}"
+                        f"got {_describe(photo)}"
                     )
-            return np.stack([self._at_input_size(image) for image in photos])
+                inputs.append(self._at_input_size(photo))
+            return np.stack(inputs)
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {_describe(images)}")
         if images.ndim == 3:
