@@ -323,6 +323,29 @@ def load_paper_numbers(reports_dir: Path) -> dict:
     return PAPER_NUMBERS
 
 
+def load_shift_proxies(reports_dir: Path) -> tuple[list[dict], float] | None:
+    """reports/shift_proxy.json (training/shift_proxy.py) as one row per held-out source
+    (photos, top-1 on the proxy's own validation and on the held-out source, the factor that
+    source alone needs) and the pooled factor; None when absent, unreadable or malformed."""
+    path = reports_dir / "shift_proxy.json"
+    data = _read_json(path, []) if path.is_file() else None
+    try:
+        rows = [
+            {
+                "source left out": proxy["heldout_source"],
+                "photos": int(proxy["counts"]["heldout"]),
+                "right on own validation": float(proxy["temperature"]["val_accuracy"]),
+                "right on left-out photos": float(proxy["temperature"]["heldout_accuracy"]),
+                "factor needed": float(proxy["temperature"]["shift_factor"]),
+            }
+            for proxy in data["proxies"]
+        ]
+        pooled = float(data["temperature"]["shift_factor"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (rows, pooled) if rows else None
+
+
 def reports_signature(reports_dir: Path) -> tuple:
     """(file, size, mtime) of everything under reports_dir: the cache key for the loaders."""
     if not reports_dir.is_dir():

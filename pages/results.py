@@ -23,6 +23,7 @@ from dermcore.reports import (
     abstention_condition,
     load_paper_numbers,
     load_reports,
+    load_shift_proxies,
     reports_signature,
     row_normalised,
 )
@@ -440,6 +441,34 @@ def render_calibration(report: SetReport, condition: ConditionResult) -> None:
                 )
 
 
+def render_shift_proxies(reports_dir: Path) -> None:
+    """Where the temperature's shift factor comes from: the recipe retrained without each
+    source in turn (training/shift_proxy.py), one row per left-out source."""
+    loaded = load_shift_proxies(reports_dir)
+    if loaded is None:
+        return
+    rows, pooled = loaded
+    st.markdown("**Where the softer temperature comes from**")
+    st.caption(
+        f"The same recipe, retrained {len(rows)} times with one photo source left out each time, "
+        "then shown that source's photos as a new clinic's. Each row: how much softer its "
+        f"temperature had to be there. Fitted on all {len(rows)} at once, each source weighted "
+        f"equally, the factor is {pooled:.2f}; every shipped temperature carries it."
+    )
+    table = pd.DataFrame(rows)
+    shares = ["right on own validation", "right on left-out photos"]
+    table[shares] *= 100
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            **{name: st.column_config.NumberColumn(format="%.1f%%") for name in shares},
+            "factor needed": st.column_config.NumberColumn(format="%.2fx"),
+        },
+        key="results_shift_proxies",
+    )
+
+
 def _temperature_origin(calibration: dict) -> str:
     factor = calibration.get("shift_factor")
     if not isinstance(factor, int | float):
@@ -778,6 +807,7 @@ with tabs[1]:
     render_roc(report, condition)
 with tabs[2]:
     render_calibration(report, condition)
+    render_shift_proxies(reports_dir)
 with tabs[3]:
     render_pairs(model, paper)
 with tabs[4]:

@@ -499,6 +499,11 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
         (folder / "drift.json").write_text(json.dumps({"n_images": 4, "sweeps": {"noise": [{"severity": 0.0, "correlation_mean": 1, "top20_iou_mean": 1}, {"severity": 0.05, "correlation_mean": 0.6, "top20_iou_mean": 0.4}]}}))  # fmt: skip
     (tmp_path / "reports" / "broken").mkdir()
     (tmp_path / "reports" / "broken" / "test.json").write_text("{not json")
+    proxy = {"heldout_source": "web", "counts": {"heldout": 40}, "temperature": {
+        "val_accuracy": 0.8, "heldout_accuracy": 0.5, "shift_factor": 1.5}}  # fmt: skip
+    (tmp_path / "reports" / "shift_proxy.json").write_text(
+        json.dumps({"temperature": {"shift_factor": 1.4}, "proxies": [proxy]})
+    )
     for path in tiny_weights_dir.iterdir():
         shutil.copy(path, tmp_path / path.name)
     model, card = load_checkpoint(tiny_weights_dir / "tiny-noise.json")
@@ -542,6 +547,9 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert "softened for photos from other clinics" in ece
     (temperature,) = [m for m in at.metric if m.label == "Temperature"]
     assert "multiplied by 1.30" in temperature.help
+    (proxies,) = [d.value for d in at.dataframe if "source left out" in d.value.columns]
+    assert proxies.iloc[0].tolist() == ["web", 40, 80.0, 50.0, 1.5]
+    assert any("the factor is 1.40" in t for t in texts(at.caption))
     assert "(2 sources, each left out in turn)" in temperature.help
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
     (note,) = [t for t in texts(at.caption) if "impulse filter" in t]

@@ -191,3 +191,19 @@ def test_an_untrained_proxy_is_named_with_the_commands_that_train_it(tmp_path):
     assert commands[0].startswith("python training/source_holdout.py --source atlas --out ")
     assert f"--split-file {missing}/split.json" in commands[1]
     assert missing_proxies([ready], "clean") == []
+
+
+def test_results_page_reads_the_proxies_and_ignores_a_malformed_file(tmp_path):
+    from dermcore.reports import load_shift_proxies
+
+    assert load_shift_proxies(tmp_path) is None  # nothing scored yet
+    path = tmp_path / "shift_proxy.json"
+    for broken in ("{not json", "[]", json.dumps({"proxies": [{"heldout_source": "web"}]})):
+        path.write_text(broken)
+        assert load_shift_proxies(tmp_path) is None
+    proxy = {"heldout_source": "web", "counts": {"heldout": 40}}
+    proxy["temperature"] = {"val_accuracy": 0.8, "heldout_accuracy": 0.5, "shift_factor": 1.5}
+    path.write_text(json.dumps({"temperature": {"shift_factor": 1.4}, "proxies": [proxy]}))
+    rows, pooled = load_shift_proxies(tmp_path)
+    assert pooled == 1.4 and rows[0]["factor needed"] == 1.5
+    assert rows[0]["photos"] == 40 and rows[0]["right on left-out photos"] == 0.5
