@@ -586,20 +586,24 @@ def render_downloads(
     )
 
 
+def verdict(comparison: Comparison) -> str:
+    """What the corruption did to a model's answer: 'not sure' (it made the model decline),
+    'changed' (it flipped the answer) or 'held'."""
+    if comparison.corrupted.abstain and not comparison.clean.abstain:
+        return "not sure"
+    return "changed" if comparison.flipped else "held"
+
+
 def held_line(names_and_comparisons: list[tuple[str, Comparison]]) -> str:
     """'Held their clean answer: A. Not sure: B. Changed it: C.' for the model comparison."""
-
-    def declines(c: Comparison) -> bool:
-        return c.corrupted.abstain and not c.clean.abstain
-
     groups = (
-        ("Held their clean answer", lambda c: not c.flipped and not declines(c)),
-        ("Not sure", declines),
-        ("Changed it", lambda c: c.flipped and not declines(c)),
+        ("Held their clean answer", "held"),
+        ("Not sure", "not sure"),
+        ("Changed it", "changed"),
     )
     parts = []
-    for title, belongs in groups:
-        names = [name for name, c in names_and_comparisons if belongs(c)]
+    for title, kind in groups:
+        names = [name for name, c in names_and_comparisons if verdict(c) == kind]
         if names:
             parts.append(f"{title}: {', '.join(names)}.")
     return " ".join(parts)
@@ -672,14 +676,7 @@ def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
     """One model's corrupted heatmap and both answers."""
     classes = comparison.classes
     clean, corrupted = comparison.clean, comparison.corrupted
-    verdict = (
-        "not sure"
-        if corrupted.abstain and not clean.abstain
-        else "changed"
-        if comparison.flipped
-        else "held"
-    )
-    colour, words = VERDICTS[verdict]
+    colour, words = VERDICTS[verdict(comparison)]
     image = cv2.cvtColor(overlay(corrupted.input_image, corrupted.cam, alpha), cv2.COLOR_RGB2BGR)
     jpeg = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
     target = html.escape(classes[corrupted.target])

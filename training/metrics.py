@@ -173,18 +173,26 @@ def flip_rate(reference: np.ndarray, predictions: np.ndarray) -> float:
 def fit_temperature(
     logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
 ) -> float:
-    """The temperature T in `bounds` minimising the NLL of softmax(logits / T) (Guo et al. 2017).
+    """The temperature T in `bounds` minimising the NLL of softmax(logits / T) (Guo et al. 2017)."""
+    return fit_shared_temperature([(logits, labels)], bounds)
+
+
+def fit_shared_temperature(
+    parts: list[tuple[np.ndarray, np.ndarray]], bounds: tuple[float, float] = (0.05, 20.0)
+) -> float:
+    """One temperature T in `bounds` for several (logits, labels) sets, minimising the mean over
+    the sets of each set's mean NLL: every set weighs the same whatever its size.
 
     The NLL is convex in the inverse temperature beta = 1/T (log-sum-exp of a linear function
-    of beta minus a linear term), so a bounded scalar search over beta finds the global minimum.
+    of beta minus a linear term), and so is a mean of them, so a bounded scalar search over beta
+    finds the global minimum.
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels)
     low, high = bounds
     if not 0 < low < high:
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    parts = [(np.asarray(z, dtype=np.float64), np.asarray(y)) for z, y in parts]
     result = minimize_scalar(
-        lambda beta: nll_from_logits(labels, logits * beta),
+        lambda beta: float(np.mean([nll_from_logits(y, z * beta) for z, y in parts])),
         bounds=(1.0 / high, 1.0 / low),
         method="bounded",
         options={"xatol": 1e-7},

@@ -37,7 +37,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
@@ -117,16 +116,8 @@ def fit_shift_factor(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """One factor f minimising the mean over sources of each source's mean NLL of
     softmax(logits / f): `parts` holds (held-out logits already divided by their proxy's
     validation T, labels), one pair per source, so every source weighs the same whatever its
-    size. Convex in 1/f, as in metrics.fit_temperature."""
-    low, high = TEMPERATURE_BOUNDS
-
-    def loss(beta: float) -> float:
-        return float(np.mean([metrics.nll_from_logits(y, z * beta) for z, y in parts]))
-
-    result = minimize_scalar(
-        loss, bounds=(1.0 / high, 1.0 / low), method="bounded", options={"xatol": 1e-7}
-    )
-    return float(1.0 / result.x)
+    size."""
+    return metrics.fit_shared_temperature(parts, TEMPERATURE_BOUNDS)
 
 
 def pool(proxies: list[dict], heldout: list[tuple[np.ndarray, np.ndarray]]) -> dict:
