@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from dermcore.checkpoint import CheckpointError
@@ -216,7 +217,7 @@ def _reroll_seed() -> None:
     st.session_state["explore_seed"] = int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-def noise_controls(input_size: int, has_filter: bool) -> None:
+def noise_controls(has_filter: bool) -> None:
     st.markdown("**Noise** · salt and pepper")
     st.slider(
         "Noisy pixels", 0.0, 5.0, step=0.1, format="%.1f%%", key="explore_noise",
@@ -233,6 +234,10 @@ def noise_controls(input_size: int, has_filter: bool) -> None:
             help="This model replaces pure black and white pixels by their 3×3 median before "
             "its network. Switch it off to see the network face the noise alone.",
         )  # fmt: skip
+
+
+def noise_seed_controls(input_size: int) -> None:
+    """The noise's seed and where it is added, in a popover under the noise sliders."""
     with st.popover("Seed and where", icon=":material/tune:"):
         seed_column, button_column = st.columns([3, 2], vertical_alignment="bottom")
         seed_column.number_input(
@@ -275,23 +280,30 @@ def heatmap_controls(classes: tuple[str, ...]) -> None:
     st.markdown("**Heatmap**")
     st.selectbox(
         "Method", list(LIVE_METHODS), key="explore_cam_method", format_func=METHODS.get,
+        on_change=rerun_live,
         help="How the heatmap is computed. Score-CAM is left out here: it runs one forward pass "
         "per feature channel, about four minutes on a CPU (dermcore.explain offers it offline).",
     )  # fmt: skip
     st.selectbox(
-        "Explain class", [PREDICTED, *classes], key="explore_target",
+        "Explain class", [PREDICTED, *classes], key="explore_target", on_change=rerun_live,
         format_func=lambda name: name if name == PREDICTED else f"{name} (why not?)",
         help="Where would the model look for this class? Compare heatmaps of one class.",
     )  # fmt: skip
-    st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity")
+    st.slider("Opacity", 0.0, 1.0, step=0.05, key="explore_opacity", on_change=rerun_live)
 
 
 def compare_toggle() -> None:
     st.toggle(
-        "Compare all models", key="explore_compare",
+        "Compare all models", key="explore_compare", on_change=rerun_live,
         help="The same photo, under the same corruption, through every model in the weights "
         "folder side by side: which ones hold their clean answer?",
     )  # fmt: skip
+
+
+def rerun_live() -> None:
+    """A heatmap or comparison control changed: only the live panel reruns. These controls sit
+    outside it, so that a slider move does not redraw them."""
+    st.rerun(LIVE_PANEL)
 
 
 def current_settings(predictor: Predictor) -> ExploreSettings:
@@ -317,12 +329,9 @@ def current_settings(predictor: Predictor) -> ExploreSettings:
     )
 
 
-def chosen_photo(samples: list[common.Sample]) -> common.CurrentPhoto | None:
-    """The photo the controls point at (a sample is decoded here the first time it is chosen;
-    uploads and camera shots are decoded by their widgets' callbacks), or None."""
-    if st.session_state["explore_source"] == "Samples" and samples:
-        sample = {str(s.path): s for s in samples}[st.session_state["explore_sample"]]
-        _use_photo(f"sample:{sample.path}", sample.path.name, sample.path.read_bytes)
+def chosen_photo() -> common.CurrentPhoto | None:
+    """The photo the controls point at (decoded by photo_controls or by the upload and camera
+    widgets' callbacks), or None when there is none or it could not be read."""
     if st.session_state.get("explore_photo_error"):
         return None
     return common.current_photo()
@@ -717,57 +726,60 @@ def render_model_comparison(
 # ---- page ----------------------------------------------------------------------------------
 
 
-@st.fragment
-def comparison_panel(
+def render_controls(
+    predictor: Predictor, samples: list[common.Sample]
+) -> tuple[DeltaGenerator, DeltaGenerator]:
+    """The photo picker, the noise seed and the heatmap controls, in four columns. Returns the
+    two places left for the noise and blur sliders, which the live panel draws: a slider move
+    then redraws those and the results, not the controls that did not move."""
+    photo_column, noise_column, blur_column, heatmap_column = st.container(
+        key="explore_controls"
+    ).columns([1.25, 1, 1, 1], gap="medium")
+    with photo_column:
+        render_photo(photo_controls(samples))
+    noise_slot = noise_column.container()
+    with noise_column:
+        noise_seed_controls(predictor.input_size)
+    with heatmap_column:
+        heatmap_controls(predictor.classes)
+        compare_toggle()
+    return noise_slot, blur_column
+
+
+LIVE_PANEL = "explore_live"  # the fragment's key: heatmap controls rerun it alone (rerun_live)
+
+
+@st.fragment(key=LIVE_PANEL)
+def live_panel(
     entry: common.ModelEntry,
     predictor: Predictor,
-    samples: list[common.Sample],
+    noise_slot: DeltaGenerator,
+    blur_slot: DeltaGenerator,
 ) -> None:
-    """Photo, controls and results. A fragment: moving a control reruns only this panel, not
-    the sidebar."""
+    """The noise and blur sliders (drawn into their columns above) and everything under the
+    controls. A fragment: a slider move reruns only this, not the sidebar or the other
+    controls."""
     # Computed first, from the controls' session-state values (which already hold the change):
     # the model runs while the browser is idle instead of redrawing beside it on the same CPU.
-    # Then the new answers and chart are sent, and the controls (laid out above them) last.
+    # Then the new answers and chart are sent, and the sliders last.
     settings, all_models = current_settings(predictor), st.session_state["explore_compare"]
-    photo = chosen_photo(samples)
+    photo = chosen_photo()
     comparisons = model_comparisons(photo, settings) if photo is not None and all_models else None
     comparison = compare(entry, predictor, photo, settings) if photo is not None else None
-    st.html(VIEW_STYLE)
-    controls = st.container(key="explore_controls")
     if comparison is not None:
         render_results(entry, predictor, photo, settings, comparison, comparisons)
-    with controls:
-        drawn_photo = render_controls(predictor, samples)
+    with noise_slot:
+        noise_controls(predictor.preprocessing.impulse_filter)
+    with blur_slot:
+        blur_controls()
     common.remember_widgets(PERSISTENT_KEYS)
     if photo is None:
         st.info(
             f"Pick a sample, upload a photo (up to {UPLOAD_LIMIT_MB} MB) or take one to begin.",
             icon=":material/add_photo_alternate:",
         )
-    drawn = (current_settings(predictor), st.session_state["explore_compare"])
-    if drawn_photo is not photo or drawn != (settings, all_models):
-        st.rerun()  # a control reset itself while drawn (e.g. a class the new model lacks)
-
-
-def render_controls(
-    predictor: Predictor, samples: list[common.Sample]
-) -> common.CurrentPhoto | None:
-    """The photo picker and the noise, blur and heatmap controls, in four columns; returns the
-    photo they show."""
-    photo_column, noise_column, blur_column, heatmap_column = st.columns(
-        [1.25, 1, 1, 1], gap="medium"
-    )
-    with photo_column:
-        photo = photo_controls(samples)
-        render_photo(photo)
-    with noise_column:
-        noise_controls(predictor.input_size, predictor.preprocessing.impulse_filter)
-    with blur_column:
-        blur_controls()
-    with heatmap_column:
-        heatmap_controls(predictor.classes)
-        compare_toggle()
-    return photo
+    if current_settings(predictor) != settings:
+        st.rerun()  # a slider reset itself while drawn (e.g. a value the new model lacks)
 
 
 def render_results(
@@ -810,4 +822,5 @@ init_state(samples)
 common.page_header(
     "Explore", "How does the model's answer change when the photo is noisy or blurred?"
 )
-comparison_panel(entry, predictor, samples)
+st.html(VIEW_STYLE)
+live_panel(entry, predictor, *render_controls(predictor, samples))
