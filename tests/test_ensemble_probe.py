@@ -37,3 +37,7 @@ def test_score_rows_rank_right_above_wrong_and_answer_the_validation_share():
     assert row["shift_sd198_top1_answered_confidence"] > row["shift_sd198_top1"]
     assert row["test_answered_confidence"] == pytest.approx(0.9, abs=0.08)
     assert 0 <= row["test_ece"] <= 1
+    assert "test_all_agree" not in row  # one member
+
+    two = score_rows({n: np.concatenate([p, p[:, ::-1]]) for n, p in probs.items()}, labels)
+    assert two["test_all_agree"] < 1  # the second member reads the photos in reverse order

@@ -59,6 +59,10 @@ def score_rows(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> d
         row[f"{name}_top1"] = float(right.mean())
         ece, _ = metrics.expected_calibration_error(labels[name], probs[name].mean(axis=0))
         row[f"{name}_ece"] = ece
+        if len(probs[name]) > 1:  # where every member gives the same answer, and how right
+            agree = (probs[name].argmax(axis=2) == top).all(axis=0)
+            row[f"{name}_all_agree"] = float(agree.mean())
+            row[f"{name}_top1_all_agree"] = float(right[agree].mean()) if agree.any() else np.nan
         for score, values in scores.items():
             threshold = np.quantile(val_scores[score], 1 - COVERAGE)
             answered = values >= threshold
