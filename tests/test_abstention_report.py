@@ -5,7 +5,7 @@ import pytest
 
 from dermcore.explain import Assessment
 from training.abstention_report import condition_block, risk_coverage
-from training.familiarity import choose_threshold, flip_catch
+from training.familiarity import choose_threshold, flip_catch, non_skin_refusals
 
 
 def assessment(top: list[int], abstain: list[bool], score: list[float]) -> Assessment:
@@ -43,3 +43,26 @@ def test_threshold_keeps_the_coverage_and_flip_catch_counts_flips_only():
     assert threshold == pytest.approx(0.1) and (score >= threshold).mean() == 0.9
     assert flip_catch(np.array([0, 1, 2]), np.array([0, 2, 2]), np.array([True, True, False])) == 1
     assert np.isnan(flip_catch(np.array([0]), np.array([0]), np.array([True])))
+
+
+def test_non_skin_refusals_follow_each_candidates_own_score():
+    """A texture-like score that sees the non-skin images refuses them all; a score that cannot
+    tell them from validation refuses about its 10 % budget, and so does confidence alone."""
+    rng = np.random.default_rng(0)
+    n, m = 400, 40
+    logits = np.zeros((n + m, 3))
+    logits[:, 0] = 6.0 + rng.normal(0, 0.5, n + m)  # skin or not, the same confidences
+    texture = np.r_[rng.normal(0, 1, n), rng.normal(8, 1, m)]  # far away for the non-skin ones
+    blind = rng.normal(0, 1, n + m)  # the same for both
+
+    def score(values):
+        return lambda lg, feats, tex: -np.abs(values[: len(lg)] if len(lg) == n else values[n:])
+
+    views = [(logits[:n], np.zeros((n, 1)), np.zeros((n, 1))),
+             (logits[n:], np.zeros((m, 1)), np.zeros((m, 1)))]  # fmt: skip
+    refused = non_skin_refusals(
+        {"texture": [score(texture)], "blind": [score(blind)]}, *views, 1.0, 0.9
+    )
+    assert refused["texture"] == 1.0
+    assert refused["blind"] < 0.3
+    assert refused["confidence"] < 0.3

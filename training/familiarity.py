@@ -213,6 +213,22 @@ def compare(
     return {name: rows[name] for name in [*scores, "confidence"]}  # the tables' order
 
 
+def non_skin_refusals(
+    scores: dict[str, list[ScoreFn]],
+    val_clean: tuple[np.ndarray, ...],
+    non_skin: tuple[np.ndarray, ...],
+    temperature: float,
+    coverage: float,
+) -> dict[str, float]:
+    """Candidate (and 'confidence') -> the share of the non-skin images its rule refuses, at
+    its own validation threshold. A report set: printed for the record with --non-skin-record
+    after the choice, never read by it."""
+    rules = candidate_rules(
+        scores, {"clean": val_clean, "non_skin": non_skin}, temperature, coverage
+    )
+    return {name: float((score["non_skin"] < t).mean()) for name, _, score, t in rules}
+
+
 def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
     predictor, card = feature_predictor(card_path)
     sets = load_photo_sets(
@@ -243,6 +259,13 @@ def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
     _print_table(card.name, table)
     chosen = max(IMPLEMENTED, key=lambda name: table[name]["criterion"])
     log.info("%s: chosen on validation: %s", card.name, chosen)
+    if args.non_skin_record:
+        refused = non_skin_refusals(
+            scores, val["clean"], features("non_skin", "clean"), card.temperature, args.coverage
+        )
+        print(f"{card.name}: non-skin images refused, for the record (not used to choose)")
+        for name, share in refused.items():
+            print(f"{name:<22}{100 * share:>6.1f} %")
     out = REPO / "runs" / "familiarity" / f"{card.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"chosen": chosen, "table": table}, indent=2) + "\n")
@@ -350,6 +373,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--compare-only", action="store_true", help="print the comparison, write nothing"
+    )
+    parser.add_argument(
+        "--non-skin-record",
+        action="store_true",
+        help="after the choice, print the share of non-skin images each candidate refuses",
     )
     parser.add_argument(
         "--shift-proxy",
