@@ -3,8 +3,10 @@
 Laid out for a presenter: on a 1366x768 screen the photo, every control, both heatmaps and both
 answers fit without scrolling; the probability chart, the drift numbers and the downloads follow.
 The clean view is cached per photo, model, CAM method and target, so moving a corruption slider
-recomputes only the corrupted view (one forward pass plus a CAM). The photo itself lives in this
-session's memory only: never on disk, never in a log.
+recomputes only the corrupted view (one forward pass plus a CAM), and the browser redraws only
+the live panel (a fragment): the noise and blur sliders and the results. The photo picker and the
+heatmap controls are drawn outside it (benchmarks/README.md, bench_browser). The photo itself
+lives in this session's memory only: never on disk, never in a log.
 """
 
 from __future__ import annotations
