@@ -394,7 +394,12 @@ def test_the_familiarity_badge_and_not_sure_in_the_browser(photo_png, tmp_path):
         for _ in range(50):
             page.keyboard.press("ArrowRight")
         page.get_by_text("declines to answer instead of guessing").wait_for()
+        page.wait_for_function(
+            "(s) => document.querySelector(s)?.getAttribute('aria-valuetext') === '5.0%'",
+            arg=NOISE_SLIDER,
+        )
         wait_idle(page)
         assert "Corrupted: Not sure" in answers.inner_text()
-        assert page.locator(f"{PREDICTIONS} svg text").count() > 0
+        # plotly redraws its svg after Streamlit reports the run finished: wait for the bars
+        page.locator(f"{PREDICTIONS} svg text").first.wait_for()
         assert page.locator(FAILURES).count() == 0
