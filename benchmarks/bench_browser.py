@@ -3,6 +3,7 @@
     python benchmarks/bench_browser.py [--changes 30] [--photo-side 4032]
     python benchmarks/bench_browser.py --compare      # "Compare all models" on
     python benchmarks/bench_browser.py --synthetic    # random Lite0 fixtures instead of weights/
+    python benchmarks/bench_browser.py --compare --cpu  # also: CPU per move, server and browser
 
 Starts `streamlit run app.py` on the shipped models (`weights/`, or `--weights DIR`; with
 `--synthetic`, two randomly initialised EfficientNet-Lite0 checkpoints of the real size and no
@@ -16,7 +17,10 @@ the element changed (so: painted), for
     chart    the prediction panel under them (bars, labels, drift numbers): all of it redrawn
 
 and, as issue 18 measured it, from Playwright's side until the prediction panel changes
-(`harness`: the key press and the polling round trips included). Needs /usr/bin/chromium. The browser shares the machine's CPU with the server here.
+(`harness`: the key press and the polling round trips included). With `--cpu`, also the CPU
+each move costs, from just before its key press to 0.2 s after its chart is painted: the app
+server's process (psutil user + system time, 10 ms ticks) and the page's renderer main thread
+(Chromium's `TaskDuration` counter). Needs /usr/bin/chromium. The browser shares the machine's CPU with the server here.
 
 Same-run baseline: `Predictor.explain` of one model input (what one slider move must compute)
 timed in this process after the browser run. Targets (issue 18): chart p50 <= 100 ms and p95
@@ -32,9 +36,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from PIL import Image
 
@@ -118,6 +124,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="random Lite0 fixtures (224 px, no familiarity) instead of --weights",
     )
     parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also print the CPU ms each move costs the server process and the browser page",
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=None,
@@ -142,7 +153,28 @@ def synthetic_weights(folder: Path, models: int) -> Path:
     return folder
 
 
-def time_presses(page, changes: int, compare: bool) -> dict[str, list[float]]:
+def cpu_clock(page) -> Callable[[], dict[str, float]]:
+    """() -> ms of CPU used so far by the app server's process and by the page's main thread."""
+    server = next(
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "streamlit" in " ".join(child.cmdline())
+    )
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("Performance.enable")
+
+    def read() -> dict[str, float]:
+        times = server.cpu_times()
+        metrics = devtools.send("Performance.getMetrics")["metrics"]
+        task = next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+        return {"server cpu": 1000 * (times.user + times.system), "browser cpu": 1000 * task}
+
+    return read
+
+
+def time_presses(
+    page, changes: int, compare: bool, cpu: Callable[[], dict[str, float]] | None = None
+) -> dict[str, list[float]]:
     selectors = {"models" if compare else "answers": MODELS if compare else ANSWERS}
     selectors["chart"] = PREDICTIONS
     page.evaluate(TIMER, selectors)
@@ -150,6 +182,7 @@ def time_presses(page, changes: int, compare: bool) -> dict[str, list[float]]:
     timed = tuple(selectors)
     times: dict[str, list[float]] = {name: [] for name in (*timed, "harness")}
     for _ in range(changes):
+        used_before = cpu() if cpu else {}
         # harness: the issue's measure, from Playwright's side until the panel's signature changes
         times["harness"].append(1000 * press_and_wait_for_update(page, "ArrowRight"))
         page.wait_for_function(
@@ -161,6 +194,8 @@ def time_presses(page, changes: int, compare: bool) -> dict[str, list[float]]:
         for name in timed:
             times[name].append(painted[name])
         time.sleep(0.2)  # let the server settle, as a presenter would between moves
+        for name, ms in (cpu() if cpu else {}).items():
+            times.setdefault(name, []).append(ms - used_before[name])
     return times
 
 
@@ -212,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
                 page.get_by_text("Compare all models").click()
                 page.locator(".st-key-explore_models").wait_for()
                 wait_idle(page)
-            times = time_presses(page, args.changes, args.compare)
+            cpu = cpu_clock(page) if args.cpu else None
+            times = time_presses(page, args.changes, args.compare, cpu)
             final = page.locator(NOISE_SLIDER).get_attribute("aria-valuetext")
         baseline_ms = explain_baseline_ms(cards[0], photo)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -223,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
           f"{args.changes} changes (0.0% -> {final}); server torch threads "
           f"{os.environ.get('DERM_TORCH_THREADS', '1')}; CPUs {os.cpu_count()}; "
           f"load average {load:.1f}")  # fmt: skip
-    print(f"{'ms':<10}" + "".join(f"{name:>10}" for name in times))
+    print(f"{'ms':<10}" + "".join(f"{name:>12}" for name in times))
     for label, reduce in (
         ("p50", lambda v: percentile(v, 0.5)),
         ("p95", lambda v: percentile(v, 0.95)),
@@ -231,7 +267,7 @@ def main(args: argparse.Namespace) -> int:
         ("min", min),
         ("max", max),
     ):
-        print(f"{label:<10}" + "".join(f"{reduce(v):>10.0f}" for v in times.values()))
+        print(f"{label:<10}" + "".join(f"{reduce(v):>12.0f}" for v in times.values()))
     p50, p95 = percentile(times["chart"], 0.5), percentile(times["chart"], 0.95)
     print(
         f"same-run baseline: Predictor.explain of one input {baseline_ms:.1f} ms; "
