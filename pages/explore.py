@@ -327,7 +327,9 @@ def current_settings(predictor: Predictor) -> ExploreSettings:
         state["explore_cam_method"],
         None if target == PREDICTED or target not in predictor.classes else target,
         state["explore_opacity"],
-        predictor.preprocessing.impulse_filter and state["explore_impulse_filter"],
+        # the switch is drawn for a model with the filter and belongs to it: with another model
+        # chosen, a model with the filter in the comparison runs as shipped, filter on
+        state["explore_impulse_filter"] or not predictor.preprocessing.impulse_filter,
     )
 
 
@@ -691,6 +693,8 @@ def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
     image = cv2.cvtColor(overlay(corrupted.input_image, corrupted.cam, alpha), cv2.COLOR_RGB2BGR)
     jpeg = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
     target = html.escape(classes[corrupted.target])
+    if comparison.impulse_filter is False:  # its own switch, off: not the model as shipped
+        name += " · filter off"
     name = html.escape(name)
     return (
         '<div class="derm-model"><figure>'

@@ -203,6 +203,49 @@ def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_pa
     assert any("faces the noise alone" in t for t in texts(at.caption))
 
 
+def test_the_comparison_runs_a_filter_model_as_shipped_unless_its_own_switch_is_off(
+    photo_png, tmp_path, monkeypatch
+):
+    """The impulse filter switch belongs to the model that has it: with another model chosen,
+    the comparison runs the filter model as shipped; switched off, its card says so."""
+    model, card = load_checkpoint(write_tiny_checkpoints(tmp_path / "src")[0])
+    for name, impulse_filter in (("a-plain", False), ("b-filter", True)):
+        card.name, card.title = name, f"{name} (test fixture)"
+        card.preprocessing = {**card.preprocessing, "impulse_filter": impulse_filter}
+        save_checkpoint(model, card, tmp_path)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), photo_png)
+    at.slider(key="explore_noise").set_value(5.0)
+    at.toggle(key="explore_compare").set_value(True).run()
+    at.run()  # the switch's callback reran the live panel alone: the whole page again
+
+    def cards() -> dict[str, tuple[str, str]]:
+        """Each card's name -> (its heatmap's JPEG, its corrupted answer)."""
+        (block,) = [h.value for h in at.html if 'class="derm-models"' in h.value]
+        found = re.findall(
+            r'<img src="(.*?)".*?<p><b>(.*?)</b>.*?Corrupted: (.*?)</p></div>', block
+        )
+        return {name: (jpeg, answer) for jpeg, name, answer in found}
+
+    plain_chosen = cards()  # a-plain chosen: its switch is not drawn
+    assert "explore_impulse_filter" not in [t.key for t in at.toggle]
+    at.sidebar.selectbox(key="sidebar_model").select_index(1).run()
+    filter_chosen = cards()
+    assert not at.exception
+    assert filter_chosen == plain_chosen  # b-filter as shipped either way
+    assert filter_chosen["b-filter (test fixture)"] != filter_chosen["a-plain (test fixture)"]
+
+    at.toggle(key="explore_impulse_filter").set_value(False).run()
+    switched_off = cards()
+    assert list(switched_off) == ["a-plain (test fixture)", "b-filter (test fixture) · filter off"]
+    # without its filter, the same weights answer as the plain card
+    assert (
+        switched_off["b-filter (test fixture) · filter off"]
+        == switched_off["a-plain (test fixture)"]
+    )
+
+
 def _flip_cases(tiny_weights_dir) -> tuple[float, float]:
     """A noise level (percent) that changes the tiny model's top class and one that does not,
     found with dermcore itself, the way the page computes them."""
