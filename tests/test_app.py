@@ -169,16 +169,22 @@ def test_noise_changes_the_corrupted_probabilities_only(app, photo_png):
     assert [m.label for m in app.metric] == ["Same focus", "Shared hot spots"]
 
 
-def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_path, monkeypatch):
-    """Two cards over the same weights, one with the impulse filter in its preset: noise moves
-    the filtered model's probabilities far less, and the page says why."""
-    model, card = load_checkpoint(write_tiny_checkpoints(tmp_path / "src")[0])
+def serve_plain_and_filter_cards(folder: Path, monkeypatch) -> None:
+    """Two cards over the same tiny weights, "a-plain" and "b-filter" (the impulse filter in
+    its preset), as the app's weights folder."""
+    model, card = load_checkpoint(write_tiny_checkpoints(folder / "src")[0])
     for name, impulse_filter in (("a-plain", False), ("b-filter", True)):
         card.name, card.title = name, f"{name} (test fixture)"
         card.preprocessing = {**card.preprocessing, "impulse_filter": impulse_filter}
-        save_checkpoint(model, card, tmp_path)
-    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+        save_checkpoint(model, card, folder)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(folder))
     monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+
+
+def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_path, monkeypatch):
+    """Two cards over the same weights, one with the impulse filter in its preset: noise moves
+    the filtered model's probabilities far less, and the page says why."""
+    serve_plain_and_filter_cards(tmp_path, monkeypatch)
     at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), photo_png)
     at.slider(key="explore_noise").set_value(5.0).run()
     shifts, charts = [], []
@@ -208,13 +214,7 @@ def test_the_comparison_runs_a_filter_model_as_shipped_unless_its_own_switch_is_
 ):
     """The impulse filter switch belongs to the model that has it: with another model chosen,
     the comparison runs the filter model as shipped; switched off, its card says so."""
-    model, card = load_checkpoint(write_tiny_checkpoints(tmp_path / "src")[0])
-    for name, impulse_filter in (("a-plain", False), ("b-filter", True)):
-        card.name, card.title = name, f"{name} (test fixture)"
-        card.preprocessing = {**card.preprocessing, "impulse_filter": impulse_filter}
-        save_checkpoint(model, card, tmp_path)
-    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    serve_plain_and_filter_cards(tmp_path, monkeypatch)
     at = upload(AppTest.from_file(APP, default_timeout=TIMEOUT_S).run(), photo_png)
     at.slider(key="explore_noise").set_value(5.0)
     at.toggle(key="explore_compare").set_value(True).run()

@@ -47,7 +47,7 @@ from training.features import (  # noqa: E402
     add_data_arguments,
     feature_predictor,
     features_of,
-    load_photo_sets,
+    photo_sets_for,
 )
 
 log = logging.getLogger("abstention_report")
@@ -132,14 +132,7 @@ def model_report(card_path: Path, args: argparse.Namespace) -> dict:
     if predictor.familiarity_stats is None:
         raise SystemExit(f"{card_path.name} has no familiarity statistics; run familiarity.py")
     feature_model, card = feature_predictor(card_path)
-    sets = load_photo_sets(
-        args.data_root,
-        args.shift_root,
-        args.split or args.weights_dir / "split.json",
-        list(card.classes),
-        card.get_preprocessing(),
-        args.cache_dir,
-    )
+    sets = photo_sets_for(card, args)
 
     def assess(set_name: str, condition: str) -> Assessment:
         outputs = features_of(

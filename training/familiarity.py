@@ -65,7 +65,7 @@ from training.features import (  # noqa: E402
     feature_predictor,
     features_of,
     fitted_corruption,
-    load_photo_sets,
+    photo_sets_for,
     training_view_of,
 )
 
@@ -231,14 +231,7 @@ def non_skin_refusals(
 
 def fit_model(card_path: Path, args: argparse.Namespace) -> dict:
     predictor, card = feature_predictor(card_path)
-    sets = load_photo_sets(
-        args.data_root,
-        args.shift_root,
-        args.split or args.weights_dir / "split.json",
-        list(card.classes),
-        card.get_preprocessing(),
-        args.cache_dir,
-    )
+    sets = photo_sets_for(card, args)
 
     def features(set_name: str, condition: str) -> tuple[np.ndarray, np.ndarray]:
         return features_of(

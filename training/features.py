@@ -187,6 +187,18 @@ def feature_predictor(card_path: Path) -> tuple[Predictor, ModelCard]:
     return Predictor(model, card.arch, card.get_preprocessing(), classes=card.classes), card
 
 
+def photo_sets_for(card: ModelCard, args: argparse.Namespace) -> dict[str, PhotoSet]:
+    """load_photo_sets for a card, from add_data_arguments' options."""
+    return load_photo_sets(
+        args.data_root,
+        args.shift_root,
+        args.split or args.weights_dir / "split.json",
+        list(card.classes),
+        card.get_preprocessing(),
+        args.cache_dir,
+    )
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--weights-dir, --data-root, --shift-root, --split, --cache-dir, --seed, --batch-size."""
     parser.add_argument(

@@ -42,7 +42,7 @@ from training.features import (  # noqa: E402
     add_data_arguments,
     feature_predictor,
     features_of,
-    load_photo_sets,
+    photo_sets_for,
     training_view_of,
 )
 
@@ -103,14 +103,7 @@ def softest_temperature(
 def model_ceiling(card_path: Path, args: argparse.Namespace) -> dict:
     predictor = Predictor.from_checkpoint(card_path)
     feature_model, card = feature_predictor(card_path)
-    sets = load_photo_sets(
-        args.data_root,
-        args.shift_root,
-        args.split or args.weights_dir / "split.json",
-        list(card.classes),
-        card.get_preprocessing(),
-        args.cache_dir,
-    )
+    sets = photo_sets_for(card, args)
 
     def outputs(set_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return features_of(
