@@ -103,6 +103,21 @@ def test_explore_opens_on_a_shipped_sample(app):
     ]
 
 
+def test_every_sample_in_the_gallery_can_be_picked(app):
+    """A selectbox tells its options apart by their captions: two samples of one class and
+    source share a caption, so they are numbered, and each pick loads its own photo."""
+    select = app.selectbox(key="explore_sample")
+    captions = list(select.options)
+    assert len(set(captions)) == len(captions)
+    assert any(caption.endswith(" · photo 2") for caption in captions)  # the gallery has pairs
+    loaded = []
+    for index in range(len(captions)):
+        app.selectbox(key="explore_sample").select_index(index).run()
+        assert not app.exception
+        loaded.append(app.session_state["explore_photo_source"])
+    assert len(set(loaded)) == len(captions)
+
+
 def test_upload_source_without_a_file_keeps_the_photo_in_use_and_says_so(app):
     app.segmented_control(key="explore_source").set_value("Upload").run()
     assert not app.exception

@@ -10,7 +10,8 @@ import csv
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,20 @@ def sample_photos() -> list[Sample]:
         suffixes = {f".{ext}" for ext in SUPPORTED_EXTENSIONS}
         own = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)[:24]
         samples += [Sample(p, f"{p.stem} · your folder", None) for p in own]
-    return samples
+    return numbered(samples)
+
+
+def numbered(samples: list[Sample]) -> list[Sample]:
+    """Captions made unique: samples that share one get " · photo 1", " · photo 2", ... A
+    selectbox tells its options apart by their captions, so two alike would load one photo."""
+    counts, seen = Counter(sample.caption for sample in samples), Counter()
+    unique = []
+    for sample in samples:
+        if counts[sample.caption] > 1:
+            seen[sample.caption] += 1
+            sample = replace(sample, caption=f"{sample.caption} · photo {seen[sample.caption]}")
+        unique.append(sample)
+    return unique
 
 
 def _attributed(folder: Path) -> list[Sample]:
