@@ -189,15 +189,38 @@ class Guess:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the model said about one case, and the truth where it is known."""
+    """What the model said about one case, and the truth where it is known. A view the model
+    declines ("Not sure") is no answer: it is never counted right, and a clean answer that the
+    corruption turns into a decline did not hold (as the case screen says)."""
 
-    clean_class: str
+    clean_class: str  # the top class, answered or not
     corrupted_class: str
     true_label: str | None = None
+    clean_abstain: bool = False
+    corrupted_abstain: bool = False
 
     @property
     def survived(self) -> bool:
+        if self.corrupted_abstain and not self.clean_abstain:
+            return False
         return self.clean_class == self.corrupted_class
+
+    @property
+    def clean_right(self) -> bool:
+        return not self.clean_abstain and self.clean_class == self.true_label
+
+    @property
+    def corrupted_right(self) -> bool:
+        return not self.corrupted_abstain and self.corrupted_class == self.true_label
+
+    def answer(self, corrupted: bool) -> str:
+        """ "Acne", or "Not sure (Acne)" where the model declines that view."""
+        name, declines = (
+            (self.corrupted_class, self.corrupted_abstain)
+            if corrupted
+            else (self.clean_class, self.clean_abstain)
+        )
+        return f"Not sure ({name})" if declines else name
 
 
 @dataclass(frozen=True)
@@ -241,8 +264,8 @@ def tally(guesses: Sequence[Guess | None], outcomes: Sequence[Outcome]) -> Tally
             counts["labelled"] += 1
             class_right = guess.class_name == outcome.true_label
             counts["class"] += class_right
-            counts["clean"] += outcome.clean_class == outcome.true_label
-            counts["corrupted"] += outcome.corrupted_class == outcome.true_label
+            counts["clean"] += outcome.clean_right
+            counts["corrupted"] += outcome.corrupted_right
         survival_right = None
         if guess.survives is not None:
             counts["called"] += 1

@@ -459,11 +459,13 @@ def report_lines(item: view.ReadyCase) -> list[str]:
 
 
 def outcome_of(item: view.ReadyCase, comparison: Comparison) -> Outcome:
-    classes = comparison.classes
+    classes, clean, corrupted = comparison.classes, comparison.clean, comparison.corrupted
     return Outcome(
-        classes[comparison.clean.top_class],
-        classes[comparison.corrupted.top_class],
+        classes[clean.top_class],
+        classes[corrupted.top_class],
         item.case.true_label,
+        clean_abstain=bool(clean.abstain),
+        corrupted_abstain=bool(corrupted.abstain),
     )
 
 
@@ -546,8 +548,8 @@ def render_tally(mode: str, ready: list[view.ReadyCase], cam_method: str) -> Non
                 "Case": number,
                 f"{who.capitalize()}: class": guess.class_name or NO_GUESS,
                 "True class": outcome.true_label or "unknown (uploaded)",
-                "Model, clean": outcome.clean_class,
-                "Model, corrupted": outcome.corrupted_class,
+                "Model, clean": outcome.answer(corrupted=False),
+                "Model, corrupted": outcome.answer(corrupted=True),
                 f"{who.capitalize()}: survives?": _yes_no(guess.survives),
                 "Answer held": _yes_no(outcome.survived),
             }

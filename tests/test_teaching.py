@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import write_familiar_checkpoint
 from PIL import Image
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
@@ -119,6 +120,23 @@ def test_tally_and_score_maths():
     assert (result.score, result.max_score) == (2, 5)
     assert [c["class_right"] for c in result.per_case] == [True, False, None]
     assert [c["survival_right"] for c in result.per_case] == [True, False, False]
+
+
+def test_a_decline_is_no_answer_and_a_clean_answer_turned_into_one_did_not_hold():
+    """As the case screen says: "Not sure" under the corruption is not the answer held, and a
+    declined view is never counted right, even when its top class is the true one."""
+    declined = Outcome("Acne", "Acne", "Acne", corrupted_abstain=True)
+    assert not declined.survived
+    assert (declined.clean_right, declined.corrupted_right) == (True, False)
+    assert (declined.answer(corrupted=False), declined.answer(corrupted=True)) == (
+        "Acne",
+        "Not sure (Acne)",
+    )
+    both = Outcome("Acne", "Acne", "Tumor", clean_abstain=True, corrupted_abstain=True)
+    assert both.survived  # declined before and after: nothing changed
+    result = tally([Guess("Acne", True), Guess("Acne", False)], [declined, both])
+    assert [c["survival_right"] for c in result.per_case] == [False, False]
+    assert (result.survived, result.model_clean_right, result.model_corrupted_right) == (1, 1, 0)
 
 
 def test_no_guess_scores_nothing_and_lengths_must_match():
@@ -287,6 +305,32 @@ def test_build_present_reveal_and_tally(teaching, photo_png):
     # presenter mode hides the sidebar; the notice stays on screen, in the page header
     assert any("[data-testid=stSidebar]" in h.proto.body for h in at.get("html"))
     assert any("not a diagnostic device" in str(m.value) for m in at.markdown)
+
+
+def test_a_case_the_model_declines_is_tallied_as_not_held(tmp_path, monkeypatch, photo_png):
+    """A model with familiarity statistics answers the photo and declines it under 5 % noise:
+    the tally says "Not sure" and counts the answer as not held, as the case screen does."""
+    write_familiar_checkpoint(tmp_path / "weights")
+    shutil.rmtree(tmp_path / "weights" / "source")
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/teaching.py").run()
+    at.segmented_control(key="teaching_source").set_value("Upload").run()
+    at.file_uploader(key="teaching_upload").set_value(("lesion.png", photo_png, "image/png"))
+    at.run()
+    at.selectbox(key="teaching_preset").set_value(CUSTOM_PRESET).run()
+    at.slider(key="teaching_noise").set_value(5.0).run()
+    at.button(key="teaching_add").click().run()
+    walk(at, "Present", [("Acne", "Yes")])
+    assert not at.exception
+    rows = at.dataframe[0].value
+    assert not rows["Model, clean"][0].startswith("Not sure")  # answered clean
+    assert rows["Model, corrupted"][0].startswith("Not sure (")
+    assert list(rows["Answer held"]) == ["no"]
+    lines = " ".join(str(m.value) for m in at.markdown)
+    assert "Right survival calls: the room 0 of 1 (1 made)" in lines
+    assert "the model's answer held in 0 of 1" in lines
 
 
 def test_self_study_scores_and_explains_from_the_report(
