@@ -77,6 +77,10 @@ def comparison_record(
                 c: round(float(p), 6)
                 for c, p in zip(classes, explanation.probabilities, strict=True)
             },
+            "abstain": bool(explanation.abstain),  # True: the model said "Not sure"
+            "familiarity": (
+                None if np.isnan(explanation.familiarity) else round(explanation.familiarity, 6)
+            ),
         }
 
     return {
@@ -119,6 +123,26 @@ def record_json(record: dict) -> str:
     return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
 
 
+def view_heading(classes: tuple[str, ...], name: str, explanation: Explanation) -> str:
+    """ "Corrupted: Acne 61.0%", or "Corrupted: Not sure (Acne 31.0%)" where the model
+    declines, as the app says it."""
+    top = f"{classes[explanation.top_class]} {explanation.top_probability:.1%}"
+    return f"{name}: Not sure ({top})" if explanation.abstain else f"{name}: {top}"
+
+
+def figure_heading(comparison: Comparison, title: str) -> str:
+    """The title, then what the corruption did: the model declined, its answer changed, or
+    just the corruption."""
+    spec = comparison.spec
+    if comparison.corrupted.abstain and not comparison.clean.abstain:
+        line = f"Not sure under {spec.describe()}: the model declines to answer"
+    else:
+        line = flip_callout(
+            comparison.classes, comparison.clean.top_class, comparison.corrupted.top_class, spec
+        )
+    return f"{title}\n{line or 'Corruption: ' + spec.describe()}"
+
+
 def comparison_png(comparison: Comparison, alpha: float, title: str) -> bytes:
     """A 2x3 figure (clean and corrupted image, their heatmaps, their probabilities) as PNG bytes,
     drawn in memory with matplotlib's object API (no pyplot state, safe across sessions)."""
@@ -133,10 +157,9 @@ def comparison_png(comparison: Comparison, alpha: float, title: str) -> bytes:
     for row, (name, explanation) in enumerate(
         (("Clean", comparison.clean), ("Corrupted", comparison.corrupted))
     ):
-        top = f"{classes[explanation.top_class]} {explanation.top_probability:.1%}"
         ax = figure.add_subplot(grid[row, 0])
         ax.imshow(explanation.input_image)
-        ax.set_title(f"{name}: {top}", fontsize=10)
+        ax.set_title(view_heading(classes, name, explanation), fontsize=10)
         ax.axis("off")
         ax = figure.add_subplot(grid[row, 1])
         ax.imshow(overlay(explanation.input_image, explanation.cam, alpha))
@@ -154,12 +177,7 @@ def comparison_png(comparison: Comparison, alpha: float, title: str) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_xlabel("probability")
     ax.legend(loc="lower right")
-    callout = flip_callout(
-        classes, comparison.clean.top_class, comparison.corrupted.top_class, comparison.spec
-    )
-    figure.suptitle(
-        f"{title}\n{callout or 'Corruption: ' + comparison.spec.describe()}", fontsize=11
-    )
+    figure.suptitle(figure_heading(comparison, title), fontsize=11)
     figure.text(0.5, 0.002, NOTICE, ha="center", va="bottom", fontsize=8, color="#666666")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

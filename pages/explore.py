@@ -573,7 +573,8 @@ def render_downloads(
     )
     # Named by hashes only: a photo's file name may name the patient.
     stem = f"derm-lab-{photo.sha256[:8]}-{card.name}"
-    title = f"{entry.label} · photo sha256 {photo.sha256[:12]}"
+    filter_off = " · filter off" if comparison.impulse_filter is False else ""
+    title = f"{entry.label}{filter_off} · photo sha256 {photo.sha256[:12]}"
     png_column, json_column = st.columns(2)
     png_column.download_button(
         "Figure (PNG)",

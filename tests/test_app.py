@@ -27,7 +27,9 @@ from dermcore.comparison import (
     chart_classes,
     comparison_png,
     comparison_record,
+    figure_heading,
     flip_callout,
+    view_heading,
 )
 from dermcore.corruptions import CorruptionSpec
 from dermcore.explain import Predictor, cam_shift
@@ -720,6 +722,26 @@ def test_comparison_png_is_a_png(tiny_weights_dir):
     png = comparison_png(_comparison(tiny_weights_dir), 0.5, "tiny-clean · lesion.png")
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert Image.open(io.BytesIO(png)).size[0] > 800
+
+
+def test_the_figure_and_the_record_say_not_sure_where_the_app_does(tiny_weights_dir):
+    comparison = _comparison(tiny_weights_dir)
+    classes, corrupted = comparison.classes, comparison.corrupted
+    top = f"{classes[corrupted.top_class]} {corrupted.top_probability:.1%}"
+    assert view_heading(classes, "Corrupted", corrupted) == f"Corrupted: {top}"
+    declined = dataclasses.replace(
+        comparison, corrupted=dataclasses.replace(corrupted, abstain=True, familiarity=0.0)
+    )
+    assert view_heading(classes, "Corrupted", declined.corrupted) == f"Corrupted: Not sure ({top})"
+    heading = figure_heading(declined, "Robust · filter off")
+    assert heading.startswith("Robust · filter off\nNot sure under 4% salt-and-pepper")
+    assert "Not sure" not in figure_heading(comparison, "t")
+    record = comparison_record(
+        declined, model_name="x", weights_sha256="ab" * 32, image_sha256="cd" * 32,
+        image_shape=(240, 320, 3), original_shape=(240, 320, 3),
+    )  # fmt: skip
+    assert (record["corrupted"]["abstain"], record["corrupted"]["familiarity"]) == (True, 0.0)
+    assert (record["clean"]["abstain"], record["clean"]["familiarity"]) == (False, None)
 
 
 def test_chart_classes_always_shows_the_new_winner():
