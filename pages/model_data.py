@@ -161,12 +161,7 @@ def render_model_card(entry: common.ModelEntry) -> None:
             "looks like the photos it learned from (texture, sharpness, colour), and it declines "
             "to answer when the photo is unusual or its confidence is low, as it did for about "
             "one validation photo in ten. "
-            + (
-                "This catches blurred and non-skin images well. Salt-and-pepper noise, which it "
-                "was trained on, looks familiar to it, so it keeps answering noisy photos. "
-                if card.familiarity.get("fitted_corruption", "none") != "none"
-                else "This catches blurred, noisy and non-skin images well. "
-            )
+            + common.familiarity_catches(card)
             + "It does not catch a familiar-looking photo of a disease it never saw, so an "
             "answer is never a diagnosis."
         )

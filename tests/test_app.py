@@ -925,6 +925,26 @@ def test_results_draws_risk_coverage_and_flip_catch(tiny_weights_dir, tmp_path, 
     np.testing.assert_allclose(values(flips.data[0].y), [0.4, 0.9])
 
 
+def test_what_the_familiarity_check_catches_depends_on_how_the_model_meets_noise(
+    tiny_weights_dir,
+):
+    """Noise is caught only by a model that meets it bare: not one trained on it, not one whose
+    impulse filter removes it first."""
+    from dermcore.checkpoint import read_card
+    from ui.common import familiarity_catches
+
+    card = read_card(tiny_weights_dir / "tiny-clean.json")
+    plain = dataclasses.replace(card, familiarity={"fitted_corruption": "none"})
+    filtered = dataclasses.replace(
+        plain, preprocessing={**card.preprocessing, "impulse_filter": True}
+    )
+    trained = dataclasses.replace(card, familiarity={"fitted_corruption": "sp"})
+    assert "blurred, noisy and non-skin" in familiarity_catches(plain)
+    assert "impulse filter removes" in familiarity_catches(filtered)
+    assert "noisy" not in familiarity_catches(filtered).split(".")[0]
+    assert "was trained on" in familiarity_catches(trained)
+
+
 def test_model_card_names_every_data_collection(tiny_weights_dir, tmp_path, monkeypatch):
     model, card = load_checkpoint(tiny_weights_dir / "tiny-clean.json")
     card.data = {"split_counts": {"train": 12}, "roots": [

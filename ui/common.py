@@ -42,6 +42,22 @@ IMPULSE_FILTER_NOTE = (
 fix_mmap_threshold()  # once per process, when the first page imports this module
 
 
+def familiarity_catches(card: ModelCard) -> str:
+    """What the familiarity check catches for this model, in one or two sentences: noise is
+    caught only by a model that meets it bare and was not trained on it."""
+    if card.familiarity.get("fitted_corruption", "none") != "none":
+        return (
+            "This catches blurred and non-skin images well. Salt-and-pepper noise, which it "
+            "was trained on, looks familiar to it, so it keeps answering noisy photos. "
+        )
+    if card.preprocessing.get("impulse_filter"):
+        return (
+            "This catches blurred and non-skin images well. Its impulse filter removes "
+            "salt-and-pepper noise before the network, so it keeps answering noisy photos. "
+        )
+    return "This catches blurred, noisy and non-skin images well. "
+
+
 def weights_dir() -> Path:
     """DERM_WEIGHTS_DIR, else weights/ beside app.py (read on every run, so tests can point it)."""
     return Path(os.environ.get("DERM_WEIGHTS_DIR") or APP_DIR / "weights")
