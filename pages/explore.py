@@ -397,7 +397,11 @@ def render_views(comparison: Comparison, alpha: float) -> Callable[[], None]:
             with column:
                 st.markdown(f"**{name}**")
                 image_column, heatmap_column = st.columns(2, gap="small")
-                image_column.image(view.input_image, caption="what the model sees", width="stretch")
+                image_column.image(
+                    view.input_image,
+                    caption=common.input_caption(comparison.impulse_filter),
+                    width="stretch",
+                )
                 heatmap_column.image(
                     overlay(view.input_image, view.cam, alpha),
                     width="stretch",

@@ -412,7 +412,8 @@ def render_heatmaps(comparison: Comparison) -> None:
     views = (("Clean", comparison.clean), ("Corrupted", comparison.corrupted))
     columns = iter(st.columns(4, gap="small"))
     for name, explanation in views:
-        next(columns).image(explanation.input_image, caption=f"{name}: what the model sees", width="stretch")  # fmt: skip
+        caption = f"{name}: {common.input_caption(comparison.impulse_filter)}"
+        next(columns).image(explanation.input_image, caption=caption, width="stretch")
         next(columns).image(
             overlay(explanation.input_image, explanation.cam, view.HEATMAP_ALPHA),
             caption=f"{METHODS[explanation.method]}: evidence for {classes[explanation.target]}",

@@ -186,6 +186,11 @@ def test_noise_changes_the_corrupted_probabilities_only(app, photo_png):
     assert [m.label for m in app.metric] == ["Same focus", "Shared hot spots"]
 
 
+def image_captions(at: AppTest) -> list[str]:
+    """Every st.image caption on the page."""
+    return [image.caption for element in at.get("image") for image in element.proto.imgs]
+
+
 def serve_plain_and_filter_cards(folder: Path, monkeypatch) -> None:
     """Two cards over the same tiny weights, "a-plain" and "b-filter" (the impulse filter in
     its preset), as the app's weights folder."""
@@ -215,6 +220,9 @@ def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_pa
         assert noted == (index == 1)
         switches = [t.key for t in at.toggle]
         assert ("explore_impulse_filter" in switches) == (index == 1)
+        # the network sees the input after the filter: the caption says these pixels are before
+        before_filter = "model input, before its impulse filter" in image_captions(at)
+        assert before_filter == (index == 1)
     assert shifts[1] < shifts[0] / 3, shifts
 
     # The switch off: the same weights without the filter answer exactly as the plain card.
@@ -224,6 +232,7 @@ def test_the_impulse_filter_model_says_so_and_shrugs_off_noise(photo_png, tmp_pa
     assert names == charts[0][0]
     np.testing.assert_allclose(corrupted, charts[0][2], atol=1e-6)
     assert any("faces the noise alone" in t for t in texts(at.caption))
+    assert "what the model sees" in image_captions(at)
 
 
 def test_the_comparison_runs_a_filter_model_as_shipped_unless_its_own_switch_is_off(
