@@ -539,11 +539,13 @@ def probability_figure(comparison: Comparison) -> go.Figure:
     return go.Figure({"data": bars, "layout": layout})
 
 
-def render_predictions(comparison: Comparison) -> None:
-    """The top-5 chart beside the two drift numbers, with plain names and tooltips."""
+def render_predictions(comparison: Comparison, model_label: str | None = None) -> None:
+    """The top-5 chart beside the two drift numbers, with plain names and tooltips; under the
+    row of models, `model_label` names the model they are for."""
     with st.container(key="explore_predictions"):
         chart_column, metric_column = st.columns([3, 2], gap="large")
-        chart_column.markdown("**Top classes, clean and corrupted**")
+        named = f" · model: {model_label}" if model_label else ""
+        chart_column.markdown(f"**Top classes, clean and corrupted**{named}")
         chart_column.plotly_chart(
             probability_figure(comparison), key="explore_probabilities",
             config={"staticPlot": True},
@@ -810,7 +812,7 @@ def render_results(
     key_slot, quality_slot = st.container(), st.container()
     filter_note = comparison.impulse_filter is not None and settings.spec.noise_density > 0
     note_slot = st.container() if filter_note else None
-    render_predictions(comparison)
+    render_predictions(comparison, entry.label if comparisons is not None else None)
     if draw_images is not None:
         draw_images()
     with key_slot:

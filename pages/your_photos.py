@@ -198,7 +198,8 @@ def score_all(
         except CheckpointError as error:
             errors.append(f"{error} This model is left out.")
             continue
-        scores.append(photoset.score(predictor, images, labels, n_worst=N_WORST, progress=progress))
+        result = photoset.score(predictor, images, labels, n_worst=N_WORST, progress=progress)
+        scores.append(replace(result, title=name))  # the plain name the other pages use
     bar.empty()
     return Scored(key, scores, photos, errors)
 

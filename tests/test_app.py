@@ -837,6 +837,10 @@ def test_compare_all_models_on_one_photo(app, photo_png, tiny_weights_dir):
     assert "salt-and-pepper" in line
     assert "tiny-clean (test fixture)" in line.split("Changed it:")[1]  # flips at this density
     assert not [t for t in texts(app.markdown) if t.startswith("Clean: **")]  # replaces the views
+    # the chart under the row is the chosen model's, and says so
+    assert "**Top classes, clean and corrupted** · model: tiny-clean (test fixture)" in texts(
+        app.markdown
+    )
 
 
 def test_a_file_over_the_limit_says_what_happened_and_the_limit(app):

@@ -315,6 +315,24 @@ def test_the_page_scores_every_model_on_a_zip(photos_page, tiny_weights_dir):
     }
 
 
+def test_the_page_names_each_model_as_the_other_pages_do(tiny_weights_dir, tmp_path, monkeypatch):
+    """Older cards end their title with a test score; beside the accuracy on the user's own
+    photos the tabs use the model's plain name, not that."""
+    from dermcore.checkpoint import load_checkpoint, save_checkpoint
+
+    model, card = load_checkpoint(tiny_weights_dir / "tiny-clean.json")
+    card.title = "tiny-clean (test fixture) (test balanced accuracy 0.79)"
+    save_checkpoint(model, card, tmp_path)
+    monkeypatch.setenv("DERM_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.delenv("DERM_SAMPLES_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.switch_page("pages/your_photos.py").run()
+    upload_zip(at, zip_bytes(labelled_photos({"Acne": 2, "Urticaria": 2})))
+    at.button(key="photos_score").click().run()
+    assert not at.exception
+    assert [t.label for t in at.tabs] == ["tiny-clean (test fixture)"]
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
