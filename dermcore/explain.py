@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import numbers
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,7 +42,7 @@ from torch import nn
 from dermcore.corruptions import CorruptionSpec, corrupt_for_model
 from dermcore.familiarity import FamiliarityStats, abstention_score, texture_statistics
 from dermcore.graph_runtime import EmbeddingGraph, try_export
-from dermcore.imageio import rgb_from_pil
+from dermcore.imageio import ImageLoadError, load_image, rgb_from_pil
 from dermcore.labels import CLASSES
 from dermcore.models import fold_batchnorm, get_arch, get_module
 from dermcore.preprocessing import Preprocessing
@@ -54,7 +55,8 @@ log = logging.getLogger(__name__)
 # What predict, predict_logits, embed and assess take: one photo, a batch of photos of one size,
 # or a list of photos of any sizes (each brought to the input size as the app does); a photo is
 # a uint8 (H, W, 3) RGB array or a Pillow image in any mode.
-Images = np.ndarray | Image.Image | Sequence[np.ndarray | Image.Image]
+PhotoFile = str | os.PathLike
+Images = np.ndarray | Image.Image | PhotoFile | Sequence[np.ndarray | Image.Image | PhotoFile]
 
 # Method key -> display name. "gradcam" is the fast path in this module; the rest are
 # pytorch-grad-cam classes (see _LIBRARY_CLASSES).
@@ -297,8 +299,7 @@ class Predictor:
         taken per batch, so other sessions get a turn during a long sweep.
         """
         batch = self._input_batch(images)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_batch_size(batch_size)
         logits = np.empty((len(batch), len(self.classes)), dtype=np.float32)
         for start in range(0, len(batch), batch_size):
             x = self._preprocessing.to_tensor(batch[start : start + batch_size])
@@ -324,8 +325,7 @@ class Predictor:
         if self._head_module is None or self._texture_module is None:
             raise ValueError("the model has no classifier or texture layer to read features from")
         batch = self._input_batch(images)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_batch_size(batch_size)
         logits, features, texture = [], [], []
         for start in range(0, len(batch), batch_size):
             x = self._preprocessing.to_tensor(batch[start : start + batch_size])
@@ -504,30 +504,37 @@ class Predictor:
         return int(target)
 
     def _input_batch(self, images: Images) -> np.ndarray:
-        """uint8 (H, W, 3), uint8 (N, H, W, 3), a Pillow image, or a list or tuple of uint8
-        (H, W, 3) photos or Pillow images (any mode, upright by EXIF) of any sizes -> uint8
-        (N, S, S, 3) at the input size S. Errors name the shape and dtype, never the pixels."""
-        if isinstance(images, Image.Image):
+        """uint8 (H, W, 3), uint8 (N, H, W, 3), a Pillow image, an image file's path, or a list
+        or tuple of uint8 (H, W, 3) RGB photos, Pillow images (any mode, upright by EXIF) or
+        paths (read as the app reads an upload: dermcore.imageio.load_image) of any sizes ->
+        uint8 (N, S, S, 3) at the input size S. Errors name the shape and dtype, never the
+        pixels."""
+        if isinstance(images, Image.Image | str | os.PathLike):
             images = [images]
         if isinstance(images, list | tuple):
             if not images:
                 raise ValueError("expected at least one image, got an empty sequence")
             inputs = []
             for k, image in enumerate(images):  # one at a time: a list of 12 MP photos is large
-                photo = rgb_from_pil(image) if isinstance(image, Image.Image) else image
+                if isinstance(image, str | os.PathLike):
+                    photo = _read_photo(image, k)
+                else:
+                    photo = rgb_from_pil(image) if isinstance(image, Image.Image) else image
                 if not _is_photo(photo):
                     raise ValueError(
-                        f"image {k}: expected a uint8 (H, W, 3) RGB array or a Pillow image, "
-                        f"got {_describe(photo)}"
+                        f"image {k}: expected a uint8 (H, W, 3) RGB array, a Pillow image or a "
+                        f"file path, got {_describe(photo)}"
                     )
                 inputs.append(self._at_input_size(photo))
             return np.stack(inputs)
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {_describe(images)}")
+        if images.ndim not in (3, 4) or images.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (N, H, W, 3) or (H, W, 3), got {images.shape}")
         if images.ndim == 3:
             images = images[None]
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 (N, H, W, 3) or (H, W, 3), got {images.shape}")
+        if min(images.shape[:3]) == 0:
+            raise ValueError(f"expected at least one image with pixels, got {images.shape}")
         size = self.input_size
         if images.shape[1:3] == (size, size):
             return images
@@ -548,6 +555,21 @@ class Predictor:
 
     def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float() / self.temperature, dim=-1)
+
+
+def _check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _read_photo(path: str | os.PathLike, k: int) -> np.ndarray:
+    """An image file -> uint8 (H, W, 3) RGB, upright, as the app reads an upload."""
+    try:
+        return load_image(Path(path).read_bytes())
+    except (OSError, ImageLoadError) as error:
+        raise ValueError(f"image {k}: cannot be read: {error}") from error
 
 
 def _is_photo(image: object) -> bool:

@@ -183,9 +183,13 @@ def rgb_from_pil(image: Image.Image) -> np.ndarray:
 
 def _integer_bits(image: Image.Image) -> int:
     """Magnitude bits per sample of a 16/32-bit integer image. TIFF states them (BitsPerSample,
-    tag 258, less the sign bit when SampleFormat, tag 339, is 2); other formats only produce
-    unsigned 16-bit samples. Read before _upright, which drops the TIFF tags."""
+    tag 258, less the sign bit when SampleFormat, tag 339, is 2); files of other formats only
+    produce unsigned 16-bit samples. A mode "I" image with no tags and no sample above 255 was
+    made in memory from 8-bit pixels (Image.convert("I")), not read from a 16-bit file.
+    Read before _upright, which drops the TIFF tags."""
     tags = getattr(image, "tag_v2", None)
+    if image.mode == "I" and tags is None and image.getextrema()[1] <= 255:
+        return 8
     if image.mode != "I" or tags is None:
         return 16
     signed = tags.get(339, (1,))[0] == 2

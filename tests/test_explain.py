@@ -281,7 +281,10 @@ def test_pillow_images_in_any_mode_are_photos_too(lite0):
         ),
         ([np.zeros((8, 8, 4), np.uint8)], "image 0: .*RGB.*shape \\(8, 8, 4\\)"),
         ([np.zeros((8, 8, 3), np.float32)], "image 0: .*float32 array"),
-        (["photo.jpg"], "image 0: .*got str"),
+        (["no-such-photo.jpg"], "image 0: cannot be read: .*No such file"),
+        (np.zeros((0, 8, 8, 3), np.uint8), "at least one image with pixels, got \\(0, 8, 8, 3\\)"),
+        (np.zeros((8, 0, 3), np.uint8), "at least one image with pixels, got \\(1, 8, 0, 3\\)"),
+        (np.zeros((8, 8, 4), np.uint8), "expected uint8 \\(N, H, W, 3\\) .*got \\(8, 8, 4\\)"),
         (np.zeros((2, 8, 8, 3), np.uint16), "expected uint8 images, got uint16 array of shape"),
     ],
 )
@@ -289,6 +292,41 @@ def test_bad_inputs_are_named_by_shape_and_type_never_by_pixels(lite0, images, m
     with pytest.raises(ValueError, match=message) as error:
         lite0.predict(images)
     assert len(str(error.value)) < 200  # no array printed into the message
+
+
+@pytest.mark.parametrize("batch_size", [None, 2.0, True, 0])
+def test_a_batch_size_that_is_not_a_whole_number_is_refused_clearly(lite0, batch_size):
+    with pytest.raises(ValueError, match="batch_size must be"):
+        lite0.assess(random_image(1, (64, 64)), batch_size=batch_size)
+
+
+def test_a_file_path_reads_as_the_app_reads_an_upload(lite0, tmp_path):
+    """A path (str or Path, alone or in a list) is decoded by load_image: upright by its EXIF
+    orientation, like the Pillow image of the same file, unlike its raw pixels."""
+    from PIL import Image
+
+    from dermcore.imageio import load_image
+
+    path = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees to view
+    Image.fromarray(random_image(21, (48, 80))).save(path, quality=95, exif=exif)
+    expected = lite0.predict(load_image(path.read_bytes()))
+    np.testing.assert_array_equal(lite0.predict(str(path)), expected)
+    np.testing.assert_allclose(lite0.predict([path, str(path)])[1], expected[0], atol=1e-6)
+    with Image.open(path) as opened:
+        np.testing.assert_array_equal(lite0.predict(opened), expected)
+        raw = np.asarray(opened)
+    assert not np.allclose(lite0.predict(raw), expected, atol=1e-6)  # EXIF ignored there
+    assessed = lite0.assess([path])
+    np.testing.assert_array_equal(assessed.probabilities, expected)
+
+
+def test_a_pillow_integer_image_made_from_8_bit_pixels_is_not_read_as_16_bit(lite0):
+    from PIL import Image
+
+    grey = Image.fromarray(random_image(22, (64, 64))[:, :, 0])
+    np.testing.assert_array_equal(lite0.predict(grey.convert("I")), lite0.predict(grey))
 
 
 def test_prepare_corrupts_with_the_models_preprocessing(lite0):
