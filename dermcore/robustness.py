@@ -68,7 +68,7 @@ class RobustnessCurve:
     @property
     def noise_abstention_onset(self) -> float | None:
         """The smallest density at which the model abstains under at least half of the seeds,
-        or None: where a curve can mark 'Not sure from here'."""
+        or None (where the first of noise_abstain_runs starts)."""
         index = _first_true(self.noise_abstain.mean(axis=0) >= 0.5)
         return None if index is None else float(self.densities[index])
 
@@ -77,6 +77,18 @@ class RobustnessCurve:
         """The smallest blur kernel under which the model abstains, or None."""
         index = _first_true(self.blur_abstain)
         return None if index is None else int(self.kernels[index])
+
+    @property
+    def noise_abstain_runs(self) -> list[tuple[int, int]]:
+        """(first, last) density index of each run of densities at which the model abstains
+        under at least half of the seeds: where a curve shades "Not sure". A model may answer
+        again at higher densities, so there can be several runs."""
+        return _runs(self.noise_abstain.mean(axis=0) >= 0.5)
+
+    @property
+    def blur_abstain_runs(self) -> list[tuple[int, int]]:
+        """(first, last) kernel index of each run of kernels under which the model abstains."""
+        return _runs(self.blur_abstain)
 
     def describe(self) -> str:
         """One sentence, e.g. 'The top class changes from Ulcer to Acne at 2.3% noise; it holds
@@ -245,6 +257,13 @@ def robustness_curve(
 def _first_change(top_classes: np.ndarray, clean_class: int) -> int | None:
     changed = np.flatnonzero(top_classes != clean_class)
     return int(changed[0]) if len(changed) else None
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of each run of consecutive True values, in order."""
+    edges = np.diff(np.concatenate([[0], np.asarray(flags, dtype=np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _first_true(flags: np.ndarray) -> int | None:

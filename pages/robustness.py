@@ -183,10 +183,14 @@ def noise_figure(curve: RobustnessCurve) -> go.Figure:
             x=curve.noise_tipping_point * 100, line_dash="dash", line_color="#e45756",
             annotation_text="top class changes", annotation_position="top left",
         )  # fmt: skip
-    if (onset := curve.noise_abstention_onset) is not None:
+    for number, (first, last) in enumerate(curve.noise_abstain_runs):
+        # each run reaches halfway to its neighbours, whose answers are given
+        x0 = x[first] if first == 0 else (x[first - 1] + x[first]) / 2
+        x1 = x[last] if last == len(x) - 1 else (x[last] + x[last + 1]) / 2
         figure.add_vrect(
-            x0=onset * 100, x1=float(x.max()), fillcolor=NOT_SURE_COLOUR, opacity=0.12,
-            line_width=0, annotation_text="Not sure from here", annotation_position="bottom right",
+            x0=float(x0), x1=float(x1), fillcolor=NOT_SURE_COLOUR, opacity=0.12, line_width=0,
+            annotation_text="Not sure" if number == 0 else None,
+            annotation_position="bottom right",
         )  # fmt: skip
     figure = _layout(figure, "noisy pixels (%)", ticksuffix="%")
     return figure.update_xaxes(range=[0, float(x.max())], rangemode="nonnegative")
@@ -207,11 +211,11 @@ def blur_figure(curve: RobustnessCurve) -> go.Figure:
     if curve.blur_tipping_point is not None:
         position = labels[list(curve.kernels).index(curve.blur_tipping_point)]
         figure.add_vline(x=position, line_dash="dash", line_color="#e45756")
-    if (onset := curve.blur_abstention_onset) is not None:
-        start = list(curve.kernels).index(onset)
+    for number, (first, last) in enumerate(curve.blur_abstain_runs):
         figure.add_vrect(
-            x0=start - 0.5, x1=len(labels) - 0.5, fillcolor=NOT_SURE_COLOUR, opacity=0.12,
-            line_width=0, annotation_text="Not sure from here", annotation_position="bottom right",
+            x0=first - 0.5, x1=last + 0.5, fillcolor=NOT_SURE_COLOUR, opacity=0.12, line_width=0,
+            annotation_text="Not sure" if number == 0 else None,
+            annotation_position="bottom right",
         )  # fmt: skip
     return _layout(figure, "Gaussian blur kernel")
 
@@ -229,18 +233,33 @@ def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
 
 
 def abstention_sentence(curve: RobustnessCurve) -> str:
-    """' The model stops answering ("Not sure") from 0.5% noise and from a 9x9 blur.', or ''
-    for a model that never declines here (or has no familiarity statistics)."""
-    parts = []
-    if (noise := curve.noise_abstention_onset) is not None:
-        parts.append(f"from {noise * 100:.3g}% noise")
-    if (blur := curve.blur_abstention_onset) is not None:
-        parts.append("under any blur" if blur == curve.kernels[0] else f"from a {blur}×{blur} blur")
+    """' It says "Not sure" (shaded) from 0.75% noise to 2% noise and from a 9×9 blur on.', or
+    ''
+    for a model that never declines here (or has no familiarity statistics). Where the model
+    answers again at a stronger corruption, the span ends there."""
     if curve.clean_abstain:
         return " It is not sure of the photo even uncorrupted."
+    densities = [f"{d * 100:.3g}% noise" for d in curve.densities]
+    kernels = [f"a {k}×{k} blur" for k in curve.kernels]
+    parts = _spans(densities, curve.noise_abstain_runs) + _spans(kernels, curve.blur_abstain_runs)
     if not parts:
         return ""
-    return f' It stops answering ("Not sure", shaded) {" and ".join(parts)}.'
+    spans = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return f' It says "Not sure" (shaded) {spans}.'
+
+
+def _spans(values: list[str], runs: list[tuple[int, int]]) -> list[str]:
+    """'at 1% noise', 'from 1% noise to 2% noise' or 'from 1% noise on' (to the end of the
+    sweep) per run."""
+    spans = []
+    for first, last in runs:
+        if first == last:
+            spans.append(f"at {values[first]}")
+        elif last == len(values) - 1:
+            spans.append(f"from {values[first]} on")
+        else:
+            spans.append(f"from {values[first]} to {values[last]}")
+    return spans
 
 
 def render_curve(curve: RobustnessCurve, key_suffix: str = "") -> None:

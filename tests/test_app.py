@@ -889,7 +889,7 @@ def test_a_familiar_photo_is_answered_with_a_badge_and_noise_makes_the_model_not
 
     at.switch_page("pages/robustness.py").run()
     assert not at.exception
-    assert "stops answering" in at.info[0].value
+    assert 'It says "Not sure" (shaded)' in at.info[0].value
     shapes = plotly_figure(at, "robustness_noise_chart").layout.shapes
     assert any(shape.type == "rect" for shape in shapes)  # the shaded "Not sure" range
 

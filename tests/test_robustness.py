@@ -128,3 +128,28 @@ def test_photo_site_and_bad_arguments(lite0):
         robustness_curve(lite0, photo, kernels=[2])
     with pytest.raises(ValueError, match="non-empty"):
         robustness_curve(lite0, photo, seeds=[])
+
+
+def test_abstain_runs_end_where_the_model_answers_again():
+    """A model that declines at 1-2 % noise and answers again at 3-5 % shades 1-2 % only."""
+    from dermcore.robustness import RobustnessCurve
+
+    densities = np.array([0.0, 0.01, 0.02, 0.03, 0.04, 0.05])
+    noise_abstain = np.array(
+        [
+            [False, True, True, False, False, True],
+            [False, True, False, False, True, True],
+            [False, False, True, False, False, True],
+        ]
+    )  # majority of the three seeds: 1 %, 2 % and 5 %
+    blur_abstain = np.array([False, False, True, True])
+    curve = RobustnessCurve(
+        densities=densities, kernels=np.array([1, 3, 5, 7]), seeds=np.arange(3),
+        noise_probs=np.full((3, 6, 2), 0.5, np.float32), blur_probs=np.full((4, 2), 0.5, np.float32),
+        clean_probs=np.full(2, 0.5, np.float32), clean_class=0, classes=("a", "b"),
+        noise_abstain=noise_abstain, blur_abstain=blur_abstain, clean_abstain=False,
+        noise_familiarity=np.zeros((3, 6)), blur_familiarity=np.zeros(4), clean_familiarity=1.0,
+    )  # fmt: skip
+    assert curve.noise_abstain_runs == [(1, 2), (5, 5)]
+    assert curve.blur_abstain_runs == [(2, 3)]
+    assert curve.noise_abstention_onset == 0.01 and curve.blur_abstention_onset == 5
