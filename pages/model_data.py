@@ -82,7 +82,7 @@ def what_it_is(card: ModelCard) -> str:
     )
     photos = f"{counts['train']:,} training photos" if "train" in counts else "training photos"
     article = "An" if arch[:1].upper() in "AEIOU" else "A"
-    text = f"{article} {arch} network, {pretrained} on {photos} of ten lesion types from openly licensed collections."
+    text = f"{article} {arch} network, {pretrained} on {photos} of ten lesion types from public collections, some without a stated licence (the dataset card)."
     if seeds := training.get("seeds"):
         text += (
             f" It was trained {len(seeds)} times with different random seeds; the run shipped "
@@ -120,7 +120,8 @@ def render_model_card(entry: common.ModelEntry) -> None:
         st.dataframe(table, width="stretch")
         st.caption(
             "Balanced: the average over classes, so rare classes count as much as common ones. "
-            "The gap between the two rows is what a new clinic's photos cost."
+            "The gap between the two rows is what other clinics' photos cost, and diseases "
+            "under these labels that the training photos never show."
         )
     recall = (card.metrics or {}).get("test", {}).get("per_class_recall")
     if isinstance(recall, dict) and recall:

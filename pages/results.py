@@ -135,7 +135,7 @@ def render_headline(models: dict[str, ModelReports], paper: dict) -> None:
     st.subheader("Ours beside the paper")
     st.caption(
         "Read the drops along each row, not the absolute numbers: the paper's ResNet-50 saw the "
-        "authors' own photos, ours see openly licensed ones. The last column, SD-198, is the "
+        "authors' own photos, ours see public collections. The last column, SD-198, is the "
         "honest test for both."
     )
     metric = st.segmented_control(
@@ -215,7 +215,7 @@ def render_confusion(report: SetReport, condition: ConditionResult, paper: dict)
     figure19 = (paper.get("sd198") or {}).get("figure19") or {}
     show_paper = report.dataset.startswith("shift_sd198") and condition.name == "clean" and figure19
     ours, theirs = st.columns(2) if show_paper else (st.container(), None)
-    title = f"Ours: {report.model}, {condition.name} ({_percent(condition.accuracy)} top-1)"
+    title = f"Ours: {display_name(report.model)}, {condition.name} ({_percent(condition.accuracy)} top-1)"
     ours.plotly_chart(
         confusion_figure(condition.confusion, report.classes, normalise, title),
         key="results_confusion",
@@ -375,7 +375,7 @@ def render_severity(models: dict[str, ModelReports], dataset: str, paper: dict) 
         f"Every model on one chart; {SETS.get(dataset, dataset)}. Flip rate = share of images whose top class differs from the clean prediction."
     )
     filtered = [
-        e.card.name
+        display_name(e.card.name)
         for e in common.available_models()
         if e.card is not None
         and e.card.name in models
@@ -483,7 +483,8 @@ def _temperature_origin(calibration: dict) -> str:
 
 def render_pairs(model: ModelReports, paper: dict) -> None:
     ours, theirs = st.columns(2, gap="large")
-    ours.markdown(f"**Ours: {model.name}, clean test split**")
+    seeds = " (mean over seeds)" if any("mean" in pair for pair in model.confused_pairs) else ""
+    ours.markdown(f"**Ours: {display_name(model.name)}, clean test split{seeds}**")
     if model.confused_pairs:
         rows = []
         for pair in model.confused_pairs[:8]:
@@ -535,6 +536,27 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def lr_caption(model_name: str) -> str:
+    """How the shipped first-phase rate relates to the range test, from the model's card."""
+    cards = [e.card for e in common.available_models() if e.card and e.card.name == model_name]
+    lr = (cards[0].training or {}).get("lr") if cards else None
+    if not isinstance(lr, dict) or not _is_number(lr.get("phase1")):
+        return (
+            "As the paper's Figures 1-2: the loss against the learning rate, rising to divergence."
+        )
+    if lr.get("source") == "--lr":
+        suggested = lr.get("suggested_lr")
+        test = f"The test suggested {suggested:.2g}; " if _is_number(suggested) else ""
+        return (
+            f"As the paper's Figures 1-2. {test}the shipped first-phase rate, {lr['phase1']:g}, "
+            "was chosen among candidates on the validation split (training/README.md)."
+        )
+    return (
+        f"As the paper's Figures 1-2: the first-phase rate, {lr['phase1']:.2g}, is read off "
+        "this test, a tenth of the rate at the lowest loss."
+    )
+
+
 def render_training(model: ModelReports) -> None:
     curves, lr_column = st.columns(2, gap="large")
     rows = model.training_curves
@@ -561,9 +583,7 @@ def render_training(model: ModelReports) -> None:
         figure.update_layout(height=340, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title="Learning-rate range test",
                              xaxis={"title": "learning rate", "type": "log"}, yaxis={"title": "loss"})  # fmt: skip
         lr_column.plotly_chart(figure, key="results_lr_find")
-        lr_column.caption(
-            "As the paper's Figures 1-2: the rate is chosen where the loss falls fastest, before it diverges."
-        )
+        lr_column.caption(lr_caption(model.name))
     else:
         lr_column.caption("No learning-rate range test (lr_find.csv) for this model.")
 
@@ -669,7 +689,9 @@ def render_story(models: dict[str, ModelReports], paper: dict) -> None:
 
 # ---- knowing when not to answer --------------------------------------------------------------
 
-ABSTENTION_SETS = {"test": "test photos", "shift_sd198": "SD-198 (other clinics)", "non_skin": "non-skin images"}  # fmt: skip
+# SD-198 here is every row of the set, where the accuracy table above shows the paper's Table-2
+# rows: the abstention report covers the whole set
+ABSTENTION_SETS = {"test": "test photos", "shift_sd198": "SD-198, all rows", "non_skin": "non-skin images"}  # fmt: skip
 
 
 def abstention_table(models: dict[str, ModelReports]) -> pd.DataFrame | None:
@@ -710,21 +732,25 @@ def risk_coverage_figure(models: dict[str, ModelReports], dataset: str) -> go.Fi
 
 
 def flip_catch_figure(models: dict[str, ModelReports], family: str) -> go.Figure:
-    """Of the test photos whose answer a corruption flips, the share where the model says
-    'Not sure' instead of answering wrongly, against severity."""
+    """Of the test photos whose answer a corruption changes, the share where the model says
+    'Not sure' instead of giving the changed answer, against severity; the hover names how
+    many answers changed."""
     figure = go.Figure()
     for name, model in models.items():
         conditions = ((model.abstention or {}).get("sets", {}).get("test", {})).items()
         points = sorted(
-            (c["severity"], c["flip_catch"])
+            (c["severity"], c["flip_catch"], round(c.get("flip_rate", 0) * c.get("n_images", 0)))
             for c in (v for _, v in conditions)
             if isinstance(c, dict) and c.get("family") == family and c.get("flip_catch") is not None
         )
         if points:
             x = [p[0] * 100 if family == "noise" else f"{p[0]:g}×{p[0]:g}" for p in points]
+            label = display_name(name)
             figure.add_scatter(
-                x=x, y=[p[1] for p in points], name=display_name(name), mode="lines+markers"
-            )
+                x=x, y=[p[1] for p in points], name=label, mode="lines+markers",
+                customdata=[p[2] for p in points],
+                hovertemplate=f"{label}: %{{y:.0%}} of %{{customdata}} changed answers<extra></extra>",
+            )  # fmt: skip
     figure.update_layout(
         height=320, margin={"l": 0, "r": 0, "t": 30, "b": 0},
         title="Flips caught: " + ("salt-and-pepper noise" if family == "noise" else "Gaussian blur"),
@@ -757,9 +783,10 @@ def render_abstention(models: dict[str, ModelReports]) -> None:
     st.caption(
         "Risk against coverage: answering fewer photos should leave fewer wrong answers (a lower "
         "line is better). Flips caught: of the test photos whose answer a corruption changes, "
-        "the share where the model said 'Not sure' instead of answering wrongly. On SD-198 the "
-        "familiarity score tells right from wrong answers poorly: those photos differ in which "
-        "diseases they show, not in how they were taken (training/README.md)."
+        "the share where the model said 'Not sure' instead of giving the changed answer (hover "
+        "for how many changed: Robust's impulse filter leaves only a few under noise). On "
+        "SD-198 the familiarity score tells right from wrong answers poorly: those photos "
+        "differ in which diseases they show, not in how they were taken (training/README.md)."
     )
 
 

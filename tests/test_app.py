@@ -622,7 +622,7 @@ def test_results_page_draws_a_report(tiny_weights_dir, tmp_path, monkeypatch):
     assert "(2 sources, each left out in turn)" in temperature.help
     assert any("results_severity_jpeg" in c for c in (e.proto.id for e in at.get("plotly_chart")))
     (note,) = [t for t in texts(at.caption) if "impulse filter" in t]
-    assert note.startswith("noise-trained: ")
+    assert note.startswith("Noise-trained: ")
 
 
 def test_results_opens_with_the_story(tiny_weights_dir, tmp_path, monkeypatch):
