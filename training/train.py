@@ -190,7 +190,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=None,
-        help="phase 1 head rate; phase 2: head lr/3, lower groups lr/9, lr/30, lr/300 (default: from the LR range test)",
+        help="phase 1 head rate; phase 2 (--phase2-divisor 10): head lr/10, lower groups lr/30, lr/100, lr/1000 (default: from the LR range test)",
     )
     add(
         "--phase2-divisor",
