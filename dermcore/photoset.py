@@ -214,10 +214,11 @@ def _read_photo(
 
 def label_folder(path: PurePosixPath) -> str:
     """The folder that labels a photo: the nearest enclosing folder whose name the default
-    mapping knows (so 'clinic/Acne/visit 2/x.jpg' is Acne), else the one directly holding it."""
+    mapping knows (so 'clinic/Acne/visit 2/x.jpg' is Acne), else its whole folder path, so that
+    'Psoriasis/images' and 'Melanoma/images' stay two rows of the mapping, not one 'images'."""
     folders = path.parts[:-1]
     known = [name for name in folders if classmap.default_label(name) != classmap.LEAVE_OUT]
-    return known[-1] if known else folders[-1]
+    return known[-1] if known else "/".join(folders)
 
 
 def shrink_to_short_side(image: np.ndarray, side_px: int) -> np.ndarray:
@@ -402,10 +403,12 @@ def condition_score(
 
 
 def worst_indices(probabilities: np.ndarray, labels: np.ndarray, n: int) -> list[int]:
-    """The n photos with the lowest probability for their true class, worst first (ties by
-    index, so the order is stable)."""
+    """Up to n of the photos the model gets wrong, lowest probability for their true class
+    first (ties by index, so the order is stable); fewer when fewer are wrong."""
     true_probability = probabilities[np.arange(len(labels)), labels]
-    return [int(i) for i in np.argsort(true_probability, kind="stable")[:n]]
+    wrong = probabilities.argmax(axis=1) != labels
+    order = np.argsort(true_probability, kind="stable")
+    return [int(i) for i in order[wrong[order]][:n]]
 
 
 def _explain_worst(predictor: Predictor, image: np.ndarray, index: int, label: int) -> WorstPhoto:
@@ -476,10 +479,24 @@ def summary_record(
         "n_photos_per_class": scores[0].class_counts() if scores else {},
         "n_failed_to_load": n_failed,
         "n_skipped": n_skipped,
-        "folder_mapping": dict(mapping),
+        "folder_mapping": public_mapping(mapping),
         "conditions_seed": seed,
         "models": models,
     }
+
+
+def public_mapping(mapping: dict[str, str]) -> dict[str, str]:
+    """The folder -> class mapping as a download may carry it: a folder whose name the default
+    mapping knows (a disease name) keeps it; any other name could name a patient or a clinic,
+    so it becomes "folder 1", "folder 2", ... in the mapping's order."""
+    public, others = {}, 0
+    for folder, label in mapping.items():
+        if "/" not in folder and classmap.default_label(folder) != classmap.LEAVE_OUT:
+            public[folder] = label
+        else:
+            others += 1
+            public[f"folder {others}"] = label
+    return public
 
 
 def summary_json(record: dict) -> str:
