@@ -98,10 +98,13 @@ def deck() -> Deck:
 
 
 def set_deck(new: Deck) -> None:
-    """A changed deck starts both runs (presenter and self-study) afresh, and the session forgets
-    the uploaded photos that neither the deck nor the upload box still uses."""
+    """A changed deck starts both runs (presenter and self-study) afresh, unless cases were only
+    added at its end (the guesses and reveals so far still belong to the same cases); the
+    session forgets the uploaded photos that neither the deck nor the upload box still uses."""
+    old = st.session_state.get(DECK_KEY)
     st.session_state[DECK_KEY] = new
-    st.session_state[RUNS_KEY] = {}
+    if old is None or new.cases[: len(old.cases)] != old.cases:
+        st.session_state[RUNS_KEY] = {}
     forget_unused_uploads()
 
 
@@ -499,11 +502,14 @@ def stage(mode: str) -> None:
     with st.container(key="teaching_stage"):
         if step == len(ready):
             render_tally(mode, ready, current.cam_method)
+            if problems:  # the cases left out of the tally, and why
+                st.caption(" ".join(problems))
             return
         item = ready[step]
         revealed = item.index in run["revealed"]
         comparison = view.case_comparison(item, current.cam_method)
-        st.markdown(f"## Case {step + 1} of {len(ready)}")
+        # numbered by place in the deck, as the slides and the notes on missing photos are
+        st.markdown(f"## Case {item.index + 1} of {len(current.cases)}")
         image_column, question_column = st.container(key="wrap_teaching_case").columns(
             [1, 1], gap="medium"
         )

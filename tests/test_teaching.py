@@ -333,6 +333,29 @@ def test_a_case_the_model_declines_is_tallied_as_not_held(tmp_path, monkeypatch,
     assert "the model's answer held in 0 of 1" in lines
 
 
+def test_adding_a_case_mid_presentation_keeps_the_rooms_guesses(teaching):
+    """Cases added at the end of the deck leave the run as it was; the new case is numbered by
+    its place in the deck."""
+    at = teaching
+    paths = [str(s.path) for s in sample_photos()]
+    for path in paths[:2]:
+        at.selectbox(key="teaching_sample").set_value(path)
+        at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
+        at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    at.selectbox(key="teaching_room_0_class").set_value("Acne").run()
+    at.segmented_control(key="teaching_room_0_survives").set_value("No").run()
+    at.button(key="teaching_reveal").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Build deck").run()
+    at.selectbox(key="teaching_sample").set_value(paths[2])
+    at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    assert not at.exception
+    assert any(m.value == "## Case 1 of 3" for m in at.markdown)
+    run = at.session_state["teaching_runs"]["Present"]
+    assert run["revealed"] == {0} and run["guesses"][0].class_name == "Acne"
+
+
 def test_self_study_scores_and_explains_from_the_report(
     tiny_weights_dir, tmp_path, monkeypatch, photo_png
 ):
@@ -421,6 +444,14 @@ def test_export_and_import_rebuild_the_deck(teaching, photo_png, media_managers)
     warnings = [str(w.value) for w in fresh.warning]
     assert len(warnings) == 1 and warnings[0].startswith("Case 3: upload the photo")
     assert built.cases[2].photo_sha256[:12] in warnings[0]
+    # presented without it: cases keep their numbers in the deck, and the tally says one is out
+    fresh.segmented_control(key="teaching_mode").set_value("Present").run()
+    assert any(m.value == "## Case 1 of 3" for m in fresh.markdown)
+    for _ in range(2):
+        fresh.button(key="teaching_next").click().run()
+    assert any(m.value == "## Tally" for m in fresh.markdown)
+    assert any("Case 3: upload the photo" in str(c.value) for c in fresh.caption)
+    fresh.segmented_control(key="teaching_mode").set_value("Build deck").run()
     fresh.segmented_control(key="teaching_source").set_value("Upload").run()
     fresh.file_uploader(key="teaching_upload").set_value(("again.png", photo_png, "image/png"))
     fresh.run()
