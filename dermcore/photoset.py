@@ -89,7 +89,7 @@ class Problem:
 class PhotoSet:
     photos: list[Photo]
     failed: list[Problem]  # photos that could not be read
-    skipped: list[Problem]  # entries that are not photos in a class folder
+    skipped: list[Problem]  # entries that are not photos in a class folder, and repeated files
     short_side_px: int
 
     def folder_counts(self) -> dict[str, int]:
@@ -116,12 +116,20 @@ def read_photoset(
         raise ValueError(f"short_side_px must be at least 8, got {short_side_px}")
     with _open_zip(data, limits) as archive:
         members, skipped = _photo_members(archive.infolist(), limits)
-        photos, failed = [], []
+        photos, failed, first_of = [], [], {}
         for done, info in enumerate(members, start=1):
             try:
-                photos.append(_read_photo(archive, info, limits, short_side_px))
+                photo = _read_photo(archive, info, limits, short_side_px)
             except ImageLoadError as error:
                 failed.append(Problem(info.filename, str(error)))
+            else:
+                # the same file twice would be scored twice (and, in two folders, under two labels)
+                if (first := first_of.setdefault(photo.sha256, photo)) is not photo:
+                    skipped.append(
+                        Problem(info.filename, f"The same file as {first.name}; counted once.")
+                    )
+                else:
+                    photos.append(photo)
             if progress is not None:
                 progress(done, len(members))
     return PhotoSet(photos, failed, skipped, short_side_px)

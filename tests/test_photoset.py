@@ -91,6 +91,16 @@ def test_read_photoset_decodes_every_photo_and_lists_the_rest():
         assert photo.image.dtype == np.uint8 and min(photo.image.shape[:2]) == 64
 
 
+def test_the_same_file_twice_is_counted_once_and_said():
+    """A photo copied into two folders would be scored twice, under two labels."""
+    files = labelled_photos({"Acne": 2, "Urticaria": 1})
+    files["Urticaria/copy.png"] = files["Acne/photo-000.png"]
+    result = photoset.read_photoset(zip_bytes(files), short_side_px=64)
+    assert result.folder_counts() == {"Acne": 2, "Urticaria": 1}
+    (repeat,) = result.skipped
+    assert repeat.name == "Urticaria/copy.png" and "Acne/photo-000.png" in repeat.message
+
+
 @pytest.mark.parametrize(
     "path, folder",
     [
