@@ -473,8 +473,24 @@ def outcome_of(item: view.ReadyCase, comparison: Comparison) -> Outcome:
     )
 
 
+TALLY = -1  # run["at"] on the tally screen
+
+
 def go_to(mode: str, step: int) -> None:
-    run_state(mode)["step"] = step
+    run = run_state(mode)
+    run["step"] = step
+    run.pop("at", None)  # the screen to show is the step, until it is drawn
+
+
+def current_step(run: dict, ready: list[view.ReadyCase]) -> int:
+    """The position in `ready` of the screen the run was on (run["at"]: a deck index, or TALLY),
+    so that a case becoming showable (its photo uploaded again) does not move the presenter to
+    another case; else the run's step."""
+    at = run.get("at")
+    if at == TALLY:
+        return len(ready)
+    positions = [i for i, item in enumerate(ready) if item.index == at]
+    return positions[0] if positions else min(run["step"], len(ready))
 
 
 def reveal(mode: str, index: int) -> None:
@@ -498,7 +514,8 @@ def stage(mode: str) -> None:
             st.warning(problem)
         return
     run = run_state(mode)
-    step = min(run["step"], len(ready))
+    step = current_step(run, ready)
+    run["step"], run["at"] = step, TALLY if step == len(ready) else ready[step].index
     with st.container(key="teaching_stage"):
         if step == len(ready):
             render_tally(mode, ready, current.cam_method)

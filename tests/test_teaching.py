@@ -456,6 +456,10 @@ def test_export_and_import_rebuild_the_deck(teaching, photo_png, media_managers)
     fresh.file_uploader(key="teaching_upload").set_value(("again.png", photo_png, "image/png"))
     fresh.run()
     assert [str(w.value) for w in fresh.warning] == []
+    # the photo back, the presenter is still where they were (the tally), not moved to a case
+    fresh.segmented_control(key="teaching_mode").set_value("Present").run()
+    assert any(m.value == "## Tally" for m in fresh.markdown)
+    fresh.segmented_control(key="teaching_mode").set_value("Build deck").run()
     fresh.file_uploader(key="teaching_import").set_value(("bad.json", b"{nope", "application/json"))  # fmt: skip
     fresh.run()
     assert any("not valid JSON" in str(e.value) for e in fresh.error)
