@@ -40,6 +40,11 @@ class Comparison:
     def same_target(self) -> bool:
         return self.clean.target == self.corrupted.target
 
+    @property
+    def declined(self) -> bool:
+        """The corruption made the model decline ("Not sure") a photo it answered clean."""
+        return self.corrupted.abstain and not self.clean.abstain
+
 
 def flip_callout(classes: tuple[str, ...], clean_top: int, corrupted_top: int, spec) -> str | None:
     """'Ulcer → Acne at 2.3% salt-and-pepper (3:1)' when the top class changed, else None."""
@@ -134,7 +139,7 @@ def figure_heading(comparison: Comparison, title: str) -> str:
     """The title, then what the corruption did: the model declined, its answer changed, or
     just the corruption."""
     spec = comparison.spec
-    if comparison.corrupted.abstain and not comparison.clean.abstain:
+    if comparison.declined:
         line = f"Not sure under {spec.describe()}: the model declines to answer"
     else:
         line = flip_callout(

@@ -68,15 +68,15 @@ class RobustnessCurve:
     @property
     def noise_abstention_onset(self) -> float | None:
         """The smallest density at which the model abstains under at least half of the seeds,
-        or None (where the first of noise_abstain_runs starts)."""
-        index = _first_true(self.noise_abstain.mean(axis=0) >= 0.5)
-        return None if index is None else float(self.densities[index])
+        or None: where the first of noise_abstain_runs starts."""
+        runs = self.noise_abstain_runs
+        return float(self.densities[runs[0][0]]) if runs else None
 
     @property
     def blur_abstention_onset(self) -> int | None:
         """The smallest blur kernel under which the model abstains, or None."""
-        index = _first_true(self.blur_abstain)
-        return None if index is None else int(self.kernels[index])
+        runs = self.blur_abstain_runs
+        return int(self.kernels[runs[0][0]]) if runs else None
 
     @property
     def noise_abstain_runs(self) -> list[tuple[int, int]]:
@@ -264,11 +264,6 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], np.asarray(flags, dtype=np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
     return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
-
-
-def _first_true(flags: np.ndarray) -> int | None:
-    hits = np.flatnonzero(flags)
-    return int(hits[0]) if len(hits) else None
 
 
 def _percent(fraction: float) -> str:

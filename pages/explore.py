@@ -354,7 +354,7 @@ def callout(comparison: Comparison) -> tuple[str, str]:
     )
     if comparison.spec.is_identity:
         return "none", "No corruption yet: move a slider to degrade the photo."
-    if comparison.corrupted.abstain and not comparison.clean.abstain:
+    if comparison.declined:
         return "declines", (
             f"**Not sure** under {comparison.spec.describe()}: the model declines to answer "
             "instead of guessing, as a careful reader would."
@@ -579,8 +579,7 @@ def render_downloads(
     )
     # Named by hashes only: a photo's file name may name the patient.
     stem = f"derm-lab-{photo.sha256[:8]}-{card.name}"
-    filter_off = " · filter off" if comparison.impulse_filter is False else ""
-    title = f"{entry.label}{filter_off} · photo sha256 {photo.sha256[:12]}"
+    title = f"{as_run(entry.label, comparison)} · photo sha256 {photo.sha256[:12]}"
     png_column, json_column = st.columns(2)
     png_column.download_button(
         "Figure (PNG)",
@@ -606,10 +605,16 @@ def render_downloads(
     )
 
 
+def as_run(label: str, comparison: Comparison) -> str:
+    """A model's name as it ran: "· filter off" added where its own impulse filter switch was
+    off, so it is not the model as shipped."""
+    return f"{label} · filter off" if comparison.impulse_filter is False else label
+
+
 def verdict(comparison: Comparison) -> str:
     """What the corruption did to a model's answer: 'not sure' (it made the model decline),
     'changed' (it flipped the answer) or 'held'."""
-    if comparison.corrupted.abstain and not comparison.clean.abstain:
+    if comparison.declined:
         return "not sure"
     return "changed" if comparison.flipped else "held"
 
@@ -700,9 +705,7 @@ def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
     image = cv2.cvtColor(overlay(corrupted.input_image, corrupted.cam, alpha), cv2.COLOR_RGB2BGR)
     jpeg = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
     target = html.escape(classes[corrupted.target])
-    if comparison.impulse_filter is False:  # its own switch, off: not the model as shipped
-        name += " · filter off"
-    name = html.escape(name)
+    name = html.escape(as_run(name, comparison))
     return (
         '<div class="derm-model"><figure>'
         f'<img src="data:image/jpeg;base64,{jpeg.decode()}" '

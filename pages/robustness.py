@@ -233,10 +233,9 @@ def _layout(figure: go.Figure, x_title: str, ticksuffix: str = "") -> go.Figure:
 
 
 def abstention_sentence(curve: RobustnessCurve) -> str:
-    """' It says "Not sure" (shaded) from 0.75% noise to 2% noise and from a 9×9 blur on.', or
-    ''
-    for a model that never declines here (or has no familiarity statistics). Where the model
-    answers again at a stronger corruption, the span ends there."""
+    """' It says "Not sure" (shaded) from 0.75% noise to 2% noise and from a 9×9 blur on.',
+    or '' for a model that never declines here (or has no familiarity statistics). Where the
+    model answers again at a stronger corruption, the span ends there."""
     if curve.clean_abstain:
         return " It is not sure of the photo even uncorrupted."
     densities = [f"{d * 100:.3g}% noise" for d in curve.densities]

@@ -393,7 +393,7 @@ def render_answers(mode: str, item: view.ReadyCase, comparison: Comparison) -> N
             f"Corrupted: {answer_markdown(classes, corrupted)}",
             help=FAMILIARITY_HELP,
         )
-        if corrupted.abstain and not clean.abstain:
+        if comparison.declined:
             st.markdown(":violet[Not sure: the model declines to answer the corrupted photo.]")
         else:
             st.markdown(

@@ -30,13 +30,13 @@ PEPPER_FRACTIONS = {1.0: "black only", 0.75: "3:1", 0.5: "1:1", 0.25: "1:3", 0.0
 PHOTO_KEY = "photo"  # the current CurrentPhoto, set by Explore and read by Robustness curve
 
 
-# Shown where noise meets a model whose preset has the impulse filter (the robust model).
 def input_caption(impulse_filter: bool | None) -> str:
     """The caption of a view's model input: with the impulse filter on, the network sees the
     input after the filter, not these pixels (Comparison.impulse_filter)."""
     return "model input, before its impulse filter" if impulse_filter else "what the model sees"
 
 
+# Shown where noise meets a model whose preset has the impulse filter (the robust model).
 IMPULSE_FILTER_NOTE = (
     "This model replaces pure black and pure white pixels by their 3×3 median before the network "
     "sees them (a switching median filter, the classical remedy for salt-and-pepper noise), so "
