@@ -81,13 +81,24 @@ def test_without_onnx_runtime_torch_answers(card_path, monkeypatch):
     assert predictor.assess(skin_batch(range(3))).probabilities.shape == (3, 10)
 
 
-def test_grad_cam_stays_in_torch_without_a_forward_head():
+def test_grad_cam_from_the_graph_for_a_pooled_linear_head_only():
+    """torchvision's ResNet ends in average pooling and one linear layer after its CAM layer,
+    so its Grad-CAM comes from the graph; with the CAM layer moved down a block the gradient
+    is no longer the classifier's weights, the probe disagrees, and Grad-CAM stays in PyTorch."""
     torch.manual_seed(2)
     net = with_random_batchnorm_statistics(build_model("resnet34", pretrained=False))
-    reference = Predictor(net, "resnet34", PREP)  # torchvision: no forward_head
-    predictor = Predictor(net, "resnet34", PREP)
-    assert predictor.use_graph_runtime() and not predictor._graph_explains
     photo = lesion_photo(1, 96, 128)
-    np.testing.assert_array_equal(predictor.explain(photo).cam, reference.explain(photo).cam)
+    for cam_layer, from_graph in ((None, True), ("layer3", False)):
+        reference = Predictor(net, "resnet34", PREP, cam_layer=cam_layer)
+        predictor = Predictor(net, "resnet34", PREP, cam_layer=cam_layer)
+        assert predictor.use_graph_runtime() and predictor._graph_explains is from_graph
+        # two classes whose maps are not flat (with random weights, some are all zero)
+        targets = [t for t in range(10) if reference.explain(photo, t).cam.std() > 0.05][:2]
+        assert len(targets) == 2
+        for target in targets:
+            ours, theirs = predictor.explain(photo, target), reference.explain(photo, target)
+            atol = 1e-4 if from_graph else 0  # PyTorch's own path: the same map exactly
+            np.testing.assert_allclose(ours.cam, theirs.cam, rtol=0, atol=atol)
+            np.testing.assert_allclose(ours.probabilities, theirs.probabilities, rtol=0, atol=1e-4)
     fast, slow = predictor.predict(photo[None, :64, :64]), reference.predict(photo[None, :64, :64])
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-4)

@@ -7,12 +7,14 @@ keeps the few session_state entries that cross pages (the chosen model, the curr
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import streamlit as st
@@ -232,10 +234,26 @@ def available_models() -> list[ModelEntry]:
     entries = []
     for path in list_cards(weights_dir()):
         try:
-            entries.append(ModelEntry(str(path), read_card(path)))
+            entries.append(ModelEntry(str(path), card_at(path)))
         except CheckpointError as error:
             entries.append(ModelEntry(str(path), None, str(error)))
     return entries
+
+
+def card_at(path: str | Path) -> ModelCard:
+    """read_card, parsed once per version of the file (its size and modification time): the
+    pages list the models and key their caches on the cards on every slider move, ten card
+    reads per move with three models. The card is shared: read it, never change it."""
+    path = Path(path)
+    stamp = _file_stamp(path)
+    if stamp is None:
+        return read_card(path)  # raises the missing-card error
+    return _card_version(str(path), *stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _card_version(path: str, size: int, mtime_ns: int) -> ModelCard:
+    return read_card(path)
 
 
 def card_metric(card: ModelCard, split: str, name: str) -> float | None:
@@ -275,13 +293,17 @@ def selected_model() -> ModelEntry | None:
 def model_stamp(card_path: str) -> tuple:
     """Changes whenever the card or its weights file does (retrained, recalibrated, replaced),
     so the predictor is loaded, and its weights verified, anew."""
-    card = read_card(card_path)
+    card = card_at(card_path)
     weights = Path(card_path).parent / card.weights_file
     return card.weights_sha256, _file_stamp(Path(card_path)), _file_stamp(weights)
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:
-    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    try:
+        stat = path.stat()
+    except OSError:  # missing, or removed while being looked at
+        return None
+    return (stat.st_size, stat.st_mtime_ns) if S_ISREG(stat.st_mode) else None
 
 
 def model_key(entry: ModelEntry) -> str:
