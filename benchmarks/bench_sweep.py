@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import os
 import statistics
 import sys
@@ -43,7 +44,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime
 import torch
 
 from dermcore.checkpoint import load_checkpoint
@@ -227,7 +227,7 @@ def main(args: argparse.Namespace) -> int:
         f"{predictor.input_size} px, familiarity {'on' if predictor.familiarity_stats else 'off'}"
     )
     print(
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"torch {torch.__version__}, onnxruntime {importlib.metadata.version('onnxruntime')}, "
         f"{torch.get_num_threads()} threads, {args.repeats} repeats, CPUs {os.cpu_count()}, "
         f"load average {load:.1f}"
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -406,3 +407,21 @@ def test_the_photo_zip_flow_leaves_no_trace_of_the_photos(
     assert logs, "no log record was seen: the log capture is broken"
     texts = logs + [str(warning.message) for warning in recwarn]
     assert leaked(needles | ANY_PNG | png_traces(png, "download"), texts, out + err) == []
+
+
+def test_onnx_runtime_starts_no_telemetry(tmp_path):
+    """ONNX Runtime (the app's graph runtime) starts telemetry when imported: a device
+    identifier (.ses) in the temporary folder, then lookups of Microsoft's collector. Imported
+    after dermcore, as everything in the project imports it, it starts none of it (the same
+    switch turns off both)."""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+
+    def files_left_by(code: str, folder: Path) -> list[str]:
+        folder.mkdir()
+        command = [sys.executable, "-c", code]
+        subprocess.run(command, env={**env, "TMPDIR": str(folder)}, cwd=REPO, check=True)
+        return sorted(path.name for path in folder.iterdir())
+
+    # the pinned onnxruntime on its own: shows this check can see the telemetry start
+    assert ".ses" in files_left_by("import onnxruntime", tmp_path / "alone")
+    assert files_left_by("import dermcore.graph_runtime, onnxruntime", tmp_path / "after") == []
