@@ -6,7 +6,9 @@ needs d logit / d A at the CAM layer A, so here a forward hook replaces A by a d
 requires grad. With every parameter frozen (`requires_grad_(False)`) nothing below A builds an
 autograd graph, and `torch.autograd.grad(logit, A)` walks only the small head (pool + linear).
 One forward pass then gives the prediction and the CAM; the post-processing is pytorch-grad-cam's,
-so the maps are the same (tests/test_explain.py checks it against `GradCAM`).
+so the maps are the same (tests/test_explain.py checks it against `GradCAM`). With the ONNX
+graph (`use_graph_runtime`) not even that backward pass is needed: the head is average pooling
+and one linear layer, whose gradient is the class's weights over h*w (`_graph_gradcam`).
 
 The other methods (Grad-CAM++, XGrad-CAM, Eigen-CAM, Layer-CAM, Score-CAM) are pytorch-grad-cam's
 classes run with the same leaf hook, so their gradients stop at the CAM layer too.
@@ -217,7 +219,7 @@ class Predictor:
         x = self._preprocessing.to_tensor(probe)
         try:
             ours, theirs = self._graph_gradcam(x, None), self._fast_gradcam(x, None)
-        except (RuntimeError, ValueError) as error:  # a head that is not forward_head(CAM)
+        except (RuntimeError, ValueError) as error:  # the graph or the head could not run it
             log.warning("Grad-CAM stays in PyTorch: %s", error)
             return False
         agree = (

@@ -9,10 +9,10 @@ input (the penultimate features) and the texture statistics of the texture layer
 CAM layer's output. On this 2-core CPU it runs EfficientNet-Lite0 at 224 px in about half the
 time of PyTorch's eager forward pass with folded BatchNorm and channels-last weights, with the
 same outputs to ~1e-5 (benchmarks/bench_sweep.py; tests/test_graph_runtime.py). The robustness
-curve, photo sets and reports need no gradient and use it whole. Grad-CAM needs PyTorch's
-autograd: `Predictor.explain` takes the CAM layer's output from the graph and runs only the
-layers above it (timm's `forward_head`: pooling and the classifier) and the gradient in
-PyTorch, the same computation as before from the same activation.
+curve, photo sets and reports use it whole, and so does `Predictor.explain`'s Grad-CAM: above
+the CAM layer the shipped models only average-pool and apply one linear layer, so Grad-CAM's
+pooled gradients are that layer's weights for the class (Predictor._graph_gradcam), and the
+CAM comes from the graph's CAM-layer output without autograd.
 
 The graph is exported in memory from the model as loaded (after `fold_batchnorm`), so it can
 never disagree with the weights file. Export takes about a second. The export uses torch's

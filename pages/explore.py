@@ -539,13 +539,22 @@ def probability_figure(comparison: Comparison) -> go.Figure:
     return go.Figure({"data": bars, "layout": layout})
 
 
-def render_predictions(comparison: Comparison, model_label: str | None = None) -> None:
-    """The top-5 chart beside the two drift numbers, with plain names and tooltips; under the
-    row of models, `model_label` names the model they are for."""
+SAME_FOCUS_HELP = (
+    "Do the two heatmaps point at the same places? The correlation between them: 1 = the same "
+    "places, 0 = unrelated."
+)
+HOT_SPOTS_HELP = (
+    "How much of the hottest fifth of each heatmap is shared (intersection over union): "
+    "100% = the same hot spots."
+)
+FOCUS_HELP = f"Same focus: {SAME_FOCUS_HELP} Shared hot spots: {HOT_SPOTS_HELP}"
+
+
+def render_predictions(comparison: Comparison) -> None:
+    """The top-5 chart beside the two drift numbers, with plain names and tooltips."""
     with st.container(key="explore_predictions"):
         chart_column, metric_column = st.columns([3, 2], gap="large")
-        named = f" · model: {model_label}" if model_label else ""
-        chart_column.markdown(f"**Top classes, clean and corrupted**{named}")
+        chart_column.markdown("**Top classes, clean and corrupted**")
         chart_column.plotly_chart(
             probability_figure(comparison), key="explore_probabilities",
             config={"staticPlot": True},
@@ -553,16 +562,10 @@ def render_predictions(comparison: Comparison, model_label: str | None = None) -
         with metric_column:
             st.markdown("**Did the model look at the same places?**")
             first, second = st.columns(2)
-            first.metric(
-                "Same focus", f"{comparison.shift.correlation:.2f}",
-                help="Do the two heatmaps point at the same places? The correlation between "
-                "them: 1 = the same places, 0 = unrelated.",
-            )  # fmt: skip
+            first.metric("Same focus", f"{comparison.shift.correlation:.2f}", help=SAME_FOCUS_HELP)
             second.metric(
-                "Shared hot spots", f"{comparison.shift.top_iou:.0%}",
-                help="How much of the hottest fifth of each heatmap is shared (intersection "
-                "over union): 100% = the same hot spots.",
-            )  # fmt: skip
+                "Shared hot spots", f"{comparison.shift.top_iou:.0%}", help=HOT_SPOTS_HELP
+            )
 
 
 def render_downloads(
@@ -680,6 +683,19 @@ MODELS_STYLE = (
     ".derm-model figcaption { font-size: 0.875rem; text-align: center; opacity: 0.6;"
     " margin-top: 0.25rem; }"
     ".derm-model p { margin: 0; line-height: 1.6; }"
+    # each card's top classes: one bar per view, the clean one over the corrupted one
+    ".derm-bars { grid-column: 1 / -1; display: grid; gap: 0.1rem 0.5rem; margin: 0;"
+    " grid-template-columns: minmax(4.5rem, max-content) 1fr 2.6rem; align-items: center;"
+    " font-size: 0.875rem; line-height: 1.25; }"
+    ".derm-bars .derm-name { grid-row: span 2; overflow-wrap: anywhere; }"
+    ".derm-track { height: 0.55rem; border-radius: 0.15rem; background: rgba(128, 128, 128, 0.15); }"
+    ".derm-bar { display: block; height: 100%; border-radius: 0.15rem; min-width: 1px; }"
+    ".derm-bars .derm-value { text-align: right; font-variant-numeric: tabular-nums; }"
+    ".derm-bars-key { grid-column: 1 / -1; font-size: 0.8rem; opacity: 0.75; }"
+    ".derm-model .derm-focus { grid-column: 1 / -1; font-size: 0.8rem; opacity: 0.75;"
+    " line-height: 1.4; }"
+    ".derm-key { display: inline-block; width: 0.6rem; height: 0.6rem; border-radius: 0.1rem;"
+    " margin: 0 0.25rem 0 0.5rem; vertical-align: baseline; }"
     ".derm-pill { border-radius: 0.5rem; padding: 0 0.4em; font-size: 0.875rem;"
     " white-space: nowrap; }"
     ".derm-green { color: #177233; background: rgba(33, 195, 84, 0.1); }"
@@ -697,8 +713,33 @@ VERDICTS = {  # (colour class, words) of each model's mark
 }
 
 
+def bars_html(comparison: Comparison) -> str:
+    """A model's top classes (the chart's rule, chart_classes, with k=3), each as two bars on
+    a 0-100 % track: clean over corrupted, with their percentages."""
+    classes = comparison.classes
+    clean, corrupted = comparison.clean.probabilities, comparison.corrupted.probabilities
+    key = (
+        '<div class="derm-bars-key">'
+        f'<span class="derm-key" style="background:{CLEAN_COLOUR}"></span>clean'
+        f'<span class="derm-key" style="background:{CORRUPTED_COLOUR}"></span>corrupted</div>'
+    )
+    rows = []
+    for index in chart_classes(clean, corrupted, k=3):
+        bars = "".join(
+            f'<span class="derm-track" title="{view}: {p:.1%}"><span class="derm-bar" '
+            f'style="width:{p:.1%};background:{colour}"></span></span>'
+            f'<span class="derm-value">{p:.0%}</span>'
+            for view, p, colour in (
+                ("clean", clean[index], CLEAN_COLOUR),
+                ("corrupted", corrupted[index], CORRUPTED_COLOUR),
+            )
+        )
+        rows.append(f'<span class="derm-name">{html.escape(classes[index])}</span>{bars}')
+    return f'<div class="derm-bars">{key}{"".join(rows)}</div>'
+
+
 def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
-    """One model's corrupted heatmap and both answers."""
+    """One model's corrupted heatmap, both answers and its top classes' probabilities."""
     classes = comparison.classes
     clean, corrupted = comparison.clean, comparison.corrupted
     colour, words = VERDICTS[verdict(comparison)]
@@ -714,15 +755,19 @@ def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
         f"<p><b>{name}</b><br>"
         f'<span class="derm-pill {colour}">{words}</span><br>'
         f"Clean: {answer_html(classes, clean)}<br>"
-        f"Corrupted: {answer_html(classes, corrupted)}</p></div>"
+        f"Corrupted: {answer_html(classes, corrupted)}</p>{bars_html(comparison)}"
+        f'<p class="derm-focus" title="{html.escape(FOCUS_HELP)}">Heatmap against the clean '
+        f"one: same focus {comparison.shift.correlation:.2f} · shared hot spots "
+        f"{comparison.shift.top_iou:.0%}</p></div>"
     )
 
 
 def render_model_comparison(
     results: list[tuple[str, Comparison]], failures: list[str], settings: ExploreSettings
 ) -> None:
-    """Each model's corrupted view with its heatmap and both answers, side by side (results
-    and failures of model_comparisons)."""
+    """Each model's corrupted view with its heatmap, both answers, its top classes' bars and
+    its heatmap drift, side by side (results and failures of model_comparisons). Every model's
+    numbers are in its card, so no chart of one model follows."""
     for failure in failures:
         st.warning(failure)
     if not results:
@@ -807,15 +852,16 @@ def render_results(
     comparisons: tuple[list[tuple[str, Comparison]], list[str]] | None,
 ) -> None:
     """Everything under the controls. Laid out top to bottom, but the new numbers (answers,
-    then the chart) go to the browser first and the images, heatmap key and quality line after
-    them (benchmarks/bench_browser.py)."""
+    then the chart; or the row of models, numbers included) go to the browser first and the
+    images, heatmap key and quality line after them (benchmarks/bench_browser.py)."""
     if comparisons is not None:
         render_model_comparison(*comparisons, settings)
     draw_images = render_views(comparison, settings.alpha) if comparisons is None else None
     key_slot, quality_slot = st.container(), st.container()
     filter_note = comparison.impulse_filter is not None and settings.spec.noise_density > 0
     note_slot = st.container() if filter_note else None
-    render_predictions(comparison, entry.label if comparisons is not None else None)
+    if comparisons is None:  # side by side, each model's card carries its own bars
+        render_predictions(comparison)
     if draw_images is not None:
         draw_images()
     with key_slot:

@@ -250,7 +250,7 @@ def test_the_comparison_runs_a_filter_model_as_shipped_unless_its_own_switch_is_
         """Each card's name -> (its heatmap's JPEG, its corrupted answer)."""
         (block,) = [h.value for h in at.html if 'class="derm-models"' in h.value]
         found = re.findall(
-            r'<img src="(.*?)".*?<p><b>(.*?)</b>.*?Corrupted: (.*?)</p></div>', block
+            r'<img src="(.*?)".*?<p><b>(.*?)</b>.*?Corrupted: (.*?)</p>', block
         )
         return {name: (jpeg, answer) for jpeg, name, answer in found}
 
@@ -831,16 +831,25 @@ def test_compare_all_models_on_one_photo(app, photo_png, tiny_weights_dir):
     ]
     assert block.count('<img src="data:image/jpeg;base64,') == 2  # each model's heatmap
     assert block.count("Clean: <b>") == block.count("Corrupted: <b>") == 2
-    clean_card, _ = re.findall(r'<div class="derm-model">(.*?)</p></div>', block)
+    clean_card, noise_card = re.findall(r'<div class="derm-model">(.*?)</p></div>', block)
     assert "changed" in clean_card  # tiny-clean flips at this density
+    for card in (clean_card, noise_card):
+        # its top classes as bars, clean over corrupted, the corrupted answer's class among them
+        names = re.findall(r'<span class="derm-name">(.*?)</span>', card)
+        assert 3 <= len(names) <= 4 and len(set(names)) == len(names)
+        for view in ("clean", "corrupted"):
+            percents = re.findall(rf'title="{view}: ([0-9.]+)%"', card)
+            assert len(percents) == len(names)
+            assert all(0 <= float(p) <= 100 for p in percents)
+        (corrupted_answer,) = re.findall(r"Corrupted: <b>(.*?)</b>", card)
+        assert corrupted_answer in names
+        assert "same focus" in card and "shared hot spots" in card
     (line,) = [t for t in texts(app.markdown) if "Changed it:" in t]
     assert "salt-and-pepper" in line
     assert "tiny-clean (test fixture)" in line.split("Changed it:")[1]  # flips at this density
     assert not [t for t in texts(app.markdown) if t.startswith("Clean: **")]  # replaces the views
-    # the chart under the row is the chosen model's, and says so
-    assert "**Top classes, clean and corrupted** · model: tiny-clean (test fixture)" in texts(
-        app.markdown
-    )
+    # every model's numbers are in its card: no chart of one model under the row
+    assert not app.get("plotly_chart") and not app.metric
 
 
 def test_a_file_over_the_limit_says_what_happened_and_the_limit(app):
