@@ -5,7 +5,8 @@ vulgaris", "urticaria", "Halo_Nevus"). The default maps such a name to one of ou
 morphological classes by the paper's Table 2 (the dermatologist's grouping of SD-198 diseases,
 `../shared/paper/`), by the source names of our own training pool (`../shared/data/grouping.csv`)
 and by the class names themselves; anything else is left out until the user chooses a class.
-Matching ignores case, spacing, `_`/`-`/`.`, apostrophes and British spellings.
+Matching ignores case, spacing, `_`/`.` and every kind of dash, apostrophes, British spellings
+and a plural last word ("Pressure ulcers", "Melanocytic naevi").
 """
 
 from __future__ import annotations
@@ -73,9 +74,13 @@ _SPELLINGS = (
 
 
 def normalise_name(name: str) -> str:
-    """'Becker’s_Naevus ' -> 'beckers nevus': lower case, accents, apostrophes and `_-.` gone,
-    British spellings made American, runs of spaces collapsed."""
-    text = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    """'Becker’s_Naevus ' -> 'beckers nevus': lower case, accents, apostrophes, `_.` and dashes
+    (en dash, em dash, ...) gone, British spellings made American, runs of spaces collapsed."""
+    text = "".join(
+        " " if unicodedata.category(c) == "Pd" else c
+        for c in unicodedata.normalize("NFKD", str(name))
+    )
+    text = text.encode("ascii", "ignore").decode()
     text = re.sub(r"['`]", "", text.lower())
     text = re.sub(r"[\s_\-.]+", " ", text).strip()
     words = [dict(_SPELLINGS).get(word, word) for word in text.split(" ")]
@@ -101,8 +106,27 @@ KNOWN_NAMES: dict[str, tuple[str, str]] = _known_names()
 
 
 def default_label(name: str) -> str:
-    """The class a folder or disease name maps to by default, else LEAVE_OUT."""
-    return KNOWN_NAMES.get(normalise_name(name), (LEAVE_OUT, ""))[0]
+    """The class a folder or disease name maps to by default, else LEAVE_OUT. A name not known
+    as written is tried with its last word singular ('nevi' -> 'nevus', 'ulcers' -> 'ulcer')."""
+    normalised = normalise_name(name)
+    for candidate in (normalised, *_singulars(normalised)):
+        if candidate in KNOWN_NAMES:
+            return KNOWN_NAMES[candidate][0]
+    return LEAVE_OUT
+
+
+def _singulars(name: str) -> list[str]:
+    """The name with its last word made singular, in the ways English plurals of these names
+    go: naevi/nevi -> nevus, lesions -> lesion, ..."""
+    head, _, last = name.rpartition(" ")
+    forms = []
+    if last.endswith("i") and len(last) > 3:
+        forms.append(last[:-1] + "us")
+    if last.endswith("es") and len(last) > 4:
+        forms.append(last[:-2])
+    if last.endswith("s") and not last.endswith("ss") and len(last) > 3:
+        forms.append(last[:-1])
+    return [f"{head} {form}".strip() for form in forms]
 
 
 def default_mapping(names: Iterable[str]) -> dict[str, str]:

@@ -249,9 +249,7 @@ def test_the_comparison_runs_a_filter_model_as_shipped_unless_its_own_switch_is_
     def cards() -> dict[str, tuple[str, str]]:
         """Each card's name -> (its heatmap's JPEG, its corrupted answer)."""
         (block,) = [h.value for h in at.html if 'class="derm-models"' in h.value]
-        found = re.findall(
-            r'<img src="(.*?)".*?<p><b>(.*?)</b>.*?Corrupted: (.*?)</p>', block
-        )
+        found = re.findall(r'<img src="(.*?)".*?<p><b>(.*?)</b>.*?Corrupted: (.*?)</p>', block)
         return {name: (jpeg, answer) for jpeg, name, answer in found}
 
     plain_chosen = cards()  # a-plain chosen: its switch is not drawn

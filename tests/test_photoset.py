@@ -38,6 +38,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
         ("hives", "Wheal"),  # our training pool's name
         ("Syringoma", "Tumor"),  # Table 2 says Ulcer; grouping.csv and histology say Tumor
         ("Stasis Edema", "Wheal"),
+        ("Hailey–Hailey disease", "Blister"),  # en dash
+        ("Melanocytic naevi", "Pigmented Macula"),  # British spelling, plural
+        ("Pressure ulcers", "Ulcer"),  # plural last word
+        ("Lipomas", "Tumor"),
+        ("Herpes", classmap.LEAVE_OUT),  # not a plural of a known name
         ("psoriasis", classmap.LEAVE_OUT),
         ("misc", classmap.LEAVE_OUT),
     ],
