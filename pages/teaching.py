@@ -29,6 +29,7 @@ from dermcore.teaching import (
     Guess,
     Outcome,
     Tally,
+    case_moves,
     deck_json,
     familiarity_sentence,
     read_deck,
@@ -97,15 +98,32 @@ def deck() -> Deck:
     return st.session_state[DECK_KEY]
 
 
-def set_deck(new: Deck) -> None:
-    """A changed deck starts both runs (presenter and self-study) afresh, unless cases were only
-    added at its end (the guesses and reveals so far still belong to the same cases); the
-    session forgets the uploaded photos that neither the deck nor the upload box still uses."""
+def set_deck(new: Deck, afresh: bool = False) -> None:
+    """A changed deck keeps each run's (presenter's and self-study's) guesses and reveals with
+    their cases: a removed case takes its own away, the other cases keep theirs at their new
+    numbers, added cases start unguessed, and a run on a removed case goes on at the next one.
+    `afresh` (an imported deck) starts both runs again. The session forgets the uploaded photos
+    that neither the deck nor the upload box still uses."""
     old = st.session_state.get(DECK_KEY)
     st.session_state[DECK_KEY] = new
-    if old is None or new.cases[: len(old.cases)] != old.cases:
+    if old is None or afresh:
         st.session_state[RUNS_KEY] = {}
+    else:
+        moves = case_moves(old.cases, new.cases)
+        for run in st.session_state[RUNS_KEY].values():
+            follow_cases(run, moves, len(old.cases))
     forget_unused_uploads()
+
+
+def follow_cases(run: dict, moves: dict[int, int], old_count: int) -> None:
+    """A run's guesses, reveals and screen moved to the cases' new deck indices (case_moves)."""
+    run["guesses"] = {moves[i]: g for i, g in run["guesses"].items() if i in moves}
+    run["revealed"] = {moves[i] for i in run["revealed"] if i in moves}
+    at = run.get("at")
+    if at is None or at == TALLY:
+        return
+    later = [moves[i] for i in range(at, old_count) if i in moves]  # this case, else the next
+    run["at"] = later[0] if later else TALLY
 
 
 def forget_unused_uploads() -> None:
@@ -279,7 +297,7 @@ def _import_changed() -> None:
     except DeckError as error:
         st.session_state["teaching_import_message"] = ("error", str(error))
         return
-    set_deck(imported)
+    set_deck(imported, afresh=True)
     count = len(imported.cases)
     st.session_state["teaching_import_message"] = (
         "success",

@@ -26,6 +26,7 @@ from dermcore.teaching import (
     DeckError,
     Guess,
     Outcome,
+    case_moves,
     deck_json,
     familiarity_sentence,
     missing_photos,
@@ -103,6 +104,15 @@ def test_deck_editing_keeps_the_order():
     deck = three_case_deck()
     assert deck.without(1).cases == (deck.cases[0], deck.cases[2])
     assert deck.without(0).with_case(deck.cases[0]).cases[-1] == deck.cases[0]
+
+
+def test_case_moves_follow_each_case_to_its_new_place():
+    a, b, c = three_case_deck().cases
+    assert case_moves((a, b, c), (a, c)) == {0: 0, 2: 1}  # b removed
+    assert case_moves((a, b), (a, b, c)) == {0: 0, 1: 1}  # c added
+    assert case_moves((a, b, c), (c, a, b)) == {0: 1, 1: 2, 2: 0}  # reordered
+    assert case_moves((a, b, a), (b, a)) == {0: 1, 1: 0}  # equal cases matched in order
+    assert case_moves((a, b), ()) == {}
 
 
 def test_tally_and_score_maths():
@@ -354,6 +364,37 @@ def test_adding_a_case_mid_presentation_keeps_the_rooms_guesses(teaching):
     assert any(m.value == "## Case 1 of 3" for m in at.markdown)
     run = at.session_state["teaching_runs"]["Present"]
     assert run["revealed"] == {0} and run["guesses"][0].class_name == "Acne"
+
+
+def test_removing_a_case_mid_presentation_keeps_the_other_cases_guesses(teaching):
+    """A case removed from the deck takes its guesses and reveal with it; the other cases keep
+    theirs at their new numbers, and the presenter goes on at the next case."""
+    at = teaching
+    paths = [str(s.path) for s in sample_photos()]
+    for path in paths[:3]:
+        at.selectbox(key="teaching_sample").set_value(path)
+        at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
+        at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    for number, class_name in enumerate(("Acne", "Wheal")):
+        at.selectbox(key=f"teaching_room_{number}_class").set_value(class_name).run()
+        at.button(key="teaching_reveal").click().run()
+        at.button(key="teaching_next").click().run()
+    assert any(m.value == "## Case 3 of 3" for m in at.markdown)
+    at.segmented_control(key="teaching_mode").set_value("Build deck").run()
+    at.button(key="teaching_remove_0").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    assert not at.exception
+    run = at.session_state["teaching_runs"]["Present"]
+    assert run["revealed"] == {0} and {i: g.class_name for i, g in run["guesses"].items()} == {
+        0: "Wheal"
+    }
+    assert any(m.value == "## Case 2 of 2" for m in at.markdown)  # still on the same case
+    at.segmented_control(key="teaching_mode").set_value("Build deck").run()
+    at.button(key="teaching_remove_1").click().run()  # the case on screen: on to the tally
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    assert at.session_state["teaching_runs"]["Present"]["revealed"] == {0}
+    assert any("Right class" in str(m.value) for m in at.markdown)
 
 
 def test_self_study_scores_and_explains_from_the_report(
