@@ -93,18 +93,11 @@ class Deck:
         return Deck(self.cases[:index] + self.cases[index + 1 :], self.cam_method)
 
 
-def case_moves(old: tuple[Case, ...], new: tuple[Case, ...]) -> dict[int, int]:
-    """Where each case of `old` is in `new` (old index -> new index), for the cases still there.
-    Equal cases are matched in order, so after cases are removed, added or reordered every case
-    that stayed is found at its new place (a presentation's guesses follow it there)."""
-    places: dict[Case, list[int]] = {}
-    for index, case in enumerate(new):
-        places.setdefault(case, []).append(index)
-    moves = {}
-    for index, case in enumerate(old):
-        if places.get(case):
-            moves[index] = places[case].pop(0)
-    return moves
+def moves_without(count: int, index: int) -> dict[int, int]:
+    """Each case's deck index before -> after case `index` of `count` is removed
+    (Deck.without): the cases after it move up one, the removed one has no place. Taken from
+    the removal itself, not by comparing cases, so of two equal cases the right one goes."""
+    return {i: i - (i > index) for i in range(count) if i != index}
 
 
 # ---- the JSON record ------------------------------------------------------------------------

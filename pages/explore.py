@@ -1,7 +1,8 @@
 """Explore: one photo seen clean and corrupted, side by side, with where the model looked.
 
 Laid out for a presenter: on a 1366x768 screen the photo, every control, both heatmaps and both
-answers fit without scrolling; the probability chart, the drift numbers and the downloads follow.
+answers fit without scrolling; the probability chart, the drift numbers and the downloads follow
+("Compare all models" puts every model's bars and drift in its card instead).
 The clean view is cached per photo, model, CAM method and target, so moving a corruption slider
 recomputes only the corrupted view (one forward pass plus a CAM), and the browser redraws only
 the live panel (a fragment): the noise and blur sliders and the results. The photo picker and the
@@ -756,9 +757,24 @@ def model_card_html(name: str, comparison: Comparison, alpha: float) -> str:
         f'<span class="derm-pill {colour}">{words}</span><br>'
         f"Clean: {answer_html(classes, clean)}<br>"
         f"Corrupted: {answer_html(classes, corrupted)}</p>{bars_html(comparison)}"
+        f"{focus_html(comparison)}</div>"
+    )
+
+
+def focus_html(comparison: Comparison) -> str:
+    """How far the card's heatmap moved from the clean one; where the two explain different
+    classes (the answer changed and no class is chosen), that they cannot be compared."""
+    classes = comparison.classes
+    if not comparison.same_target:
+        before, after = (classes[v.target] for v in (comparison.clean, comparison.corrupted))
+        return (
+            f'<p class="derm-focus">The clean heatmap explains {html.escape(before)}, this one '
+            f"{html.escape(after)}: not comparable. Choose a class under 'Explain class'.</p>"
+        )
+    return (
         f'<p class="derm-focus" title="{html.escape(FOCUS_HELP)}">Heatmap against the clean '
         f"one: same focus {comparison.shift.correlation:.2f} · shared hot spots "
-        f"{comparison.shift.top_iou:.0%}</p></div>"
+        f"{comparison.shift.top_iou:.0%}</p>"
     )
 
 
@@ -856,6 +872,8 @@ def render_results(
     images, heatmap key and quality line after them (benchmarks/bench_browser.py)."""
     if comparisons is not None:
         render_model_comparison(*comparisons, settings)
+        # the heatmap key, photo quality and downloads below are the sidebar model's alone
+        st.markdown(f"**{as_run(entry.label, comparison)}**, the model chosen in the sidebar:")
     draw_images = render_views(comparison, settings.alpha) if comparisons is None else None
     key_slot, quality_slot = st.container(), st.container()
     filter_note = comparison.impulse_filter is not None and settings.spec.noise_density > 0

@@ -29,9 +29,9 @@ from dermcore.teaching import (
     Guess,
     Outcome,
     Tally,
-    case_moves,
     deck_json,
     familiarity_sentence,
+    moves_without,
     read_deck,
     report_sentences,
     slides_pdf,
@@ -98,25 +98,24 @@ def deck() -> Deck:
     return st.session_state[DECK_KEY]
 
 
-def set_deck(new: Deck, afresh: bool = False) -> None:
-    """A changed deck keeps each run's (presenter's and self-study's) guesses and reveals with
-    their cases: a removed case takes its own away, the other cases keep theirs at their new
-    numbers, added cases start unguessed, and a run on a removed case goes on at the next one.
-    `afresh` (an imported deck) starts both runs again. The session forgets the uploaded photos
-    that neither the deck nor the upload box still uses."""
+def set_deck(new: Deck, moves: dict[int, int] | None) -> None:
+    """The deck changed: each run's (presenter's and self-study's) guesses and reveals follow
+    their cases to their new deck indices, `moves` (old index -> new index; a removed case has
+    none and takes its own away; added cases start unguessed), and a run on a removed case goes
+    on at the next one. moves=None (an imported deck) starts both runs again. The session
+    forgets the uploaded photos that neither the deck nor the upload box still uses."""
     old = st.session_state.get(DECK_KEY)
     st.session_state[DECK_KEY] = new
-    if old is None or afresh:
+    if old is None or moves is None:
         st.session_state[RUNS_KEY] = {}
     else:
-        moves = case_moves(old.cases, new.cases)
         for run in st.session_state[RUNS_KEY].values():
             follow_cases(run, moves, len(old.cases))
     forget_unused_uploads()
 
 
 def follow_cases(run: dict, moves: dict[int, int], old_count: int) -> None:
-    """A run's guesses, reveals and screen moved to the cases' new deck indices (case_moves)."""
+    """A run's guesses, reveals and screen moved to the cases' new deck indices."""
     run["guesses"] = {moves[i]: g for i, g in run["guesses"].items() if i in moves}
     run["revealed"] = {moves[i] for i in run["revealed"] if i in moves}
     at = run.get("at")
@@ -235,7 +234,8 @@ def add_case(photo: common.CurrentPhoto, sample: common.Sample | None, spec, whe
         sample_file=sample.path.name if sample else None,
         true_label=sample.label if sample else None,
     )
-    set_deck(deck().with_case(case))
+    count = len(deck().cases)
+    set_deck(deck().with_case(case), {i: i for i in range(count)})
 
 
 def builder(samples: list[common.Sample]) -> None:
@@ -282,7 +282,9 @@ def render_deck_list(problems: list[str]) -> None:
         )
         button_column.button(
             "Remove", key=f"teaching_remove_{index}", icon=":material/delete:",
-            on_click=lambda i=index: set_deck(deck().without(i)),
+            on_click=lambda i=index: set_deck(
+                deck().without(i), moves_without(len(deck().cases), i)
+            ),
         )  # fmt: skip
     for problem in problems:
         st.warning(problem, icon=":material/photo_library:")
@@ -297,7 +299,7 @@ def _import_changed() -> None:
     except DeckError as error:
         st.session_state["teaching_import_message"] = ("error", str(error))
         return
-    set_deck(imported, afresh=True)
+    set_deck(imported, None)  # another deck: both runs start again
     count = len(imported.cases)
     st.session_state["teaching_import_message"] = (
         "success",

@@ -410,18 +410,12 @@ def test_the_photo_zip_flow_leaves_no_trace_of_the_photos(
 
 
 def test_onnx_runtime_starts_no_telemetry(tmp_path):
-    """ONNX Runtime (the app's graph runtime) starts telemetry when imported: a device
-    identifier (.ses) in the temporary folder, then lookups of Microsoft's collector. Imported
-    after dermcore, as everything in the project imports it, it starts none of it (the same
-    switch turns off both)."""
+    """ONNX Runtime (the app's graph runtime) starts telemetry when imported: with the pinned
+    1.32 on Linux, a device identifier (.ses) in the temporary folder, then lookups of
+    Microsoft's collector (both seen with strace; without the switch in dermcore/__init__.py
+    this test fails). Imported after dermcore, as everything in the project imports it, it
+    starts none of it. No control run without the switch: that would send the lookups."""
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
-
-    def files_left_by(code: str, folder: Path) -> list[str]:
-        folder.mkdir()
-        command = [sys.executable, "-c", code]
-        subprocess.run(command, env={**env, "TMPDIR": str(folder)}, cwd=REPO, check=True)
-        return sorted(path.name for path in folder.iterdir())
-
-    # the pinned onnxruntime on its own: shows this check can see the telemetry start
-    assert ".ses" in files_left_by("import onnxruntime", tmp_path / "alone")
-    assert files_left_by("import dermcore.graph_runtime, onnxruntime", tmp_path / "after") == []
+    command = [sys.executable, "-c", "import dermcore.graph_runtime, onnxruntime"]
+    subprocess.run(command, env={**env, "TMPDIR": str(tmp_path)}, cwd=REPO, check=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []

@@ -26,10 +26,10 @@ from dermcore.teaching import (
     DeckError,
     Guess,
     Outcome,
-    case_moves,
     deck_json,
     familiarity_sentence,
     missing_photos,
+    moves_without,
     read_deck,
     report_sentences,
     slides_pdf,
@@ -106,13 +106,10 @@ def test_deck_editing_keeps_the_order():
     assert deck.without(0).with_case(deck.cases[0]).cases[-1] == deck.cases[0]
 
 
-def test_case_moves_follow_each_case_to_its_new_place():
-    a, b, c = three_case_deck().cases
-    assert case_moves((a, b, c), (a, c)) == {0: 0, 2: 1}  # b removed
-    assert case_moves((a, b), (a, b, c)) == {0: 0, 1: 1}  # c added
-    assert case_moves((a, b, c), (c, a, b)) == {0: 1, 1: 2, 2: 0}  # reordered
-    assert case_moves((a, b, a), (b, a)) == {0: 1, 1: 0}  # equal cases matched in order
-    assert case_moves((a, b), ()) == {}
+def test_moves_without_a_case():
+    assert moves_without(3, 1) == {0: 0, 2: 1}
+    assert moves_without(3, 0) == {1: 0, 2: 1}
+    assert moves_without(1, 0) == {}
 
 
 def test_tally_and_score_maths():
@@ -395,6 +392,27 @@ def test_removing_a_case_mid_presentation_keeps_the_other_cases_guesses(teaching
     at.segmented_control(key="teaching_mode").set_value("Present").run()
     assert at.session_state["teaching_runs"]["Present"]["revealed"] == {0}
     assert any("Right class" in str(m.value) for m in at.markdown)
+
+
+def test_removing_one_of_two_equal_cases_keeps_the_other_ones_guess(teaching):
+    """The same case added twice: removing the first copy leaves the second copy's guess with
+    it, and the presenter on it stays on it."""
+    at = teaching
+    at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
+    for _ in range(2):
+        at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    at.selectbox(key="teaching_room_0_class").set_value("Acne").run()
+    at.button(key="teaching_reveal").click().run()
+    at.button(key="teaching_next").click().run()
+    at.selectbox(key="teaching_room_1_class").set_value("Wheal").run()
+    at.segmented_control(key="teaching_mode").set_value("Build deck").run()
+    at.button(key="teaching_remove_0").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    run = at.session_state["teaching_runs"]["Present"]
+    assert run["revealed"] == set()
+    assert {i: g.class_name for i, g in run["guesses"].items()} == {0: "Wheal"}
+    assert any(m.value == "## Case 1 of 1" for m in at.markdown)
 
 
 def test_self_study_scores_and_explains_from_the_report(

@@ -101,8 +101,8 @@ FAMILIARITY_HELP = (
     "How much this photo looks like the photos the model learned from. 'Familiar': at least as "
     "usual as 95% of the validation photos; 'unusual': less; 'unlike anything in training': "
     "less familiar than every validation photo. 'Not sure': the model declines to answer "
-    "because the photo is unfamiliar or its confidence is low; the chart below still shows "
-    "its top classes."
+    "because the photo is unfamiliar or its confidence is low; the chart (or the model's "
+    "bars) still shows its top classes."
 )
 
 
