@@ -340,16 +340,21 @@ def test_a_case_the_model_declines_is_tallied_as_not_held(tmp_path, monkeypatch,
     assert "the model's answer held in 0 of 1" in lines
 
 
+def add_samples_and_present(at, paths: list[str]) -> None:
+    """A case per shipped sample path, each under the paper's 3 % noise, then Present."""
+    for path in paths:
+        at.selectbox(key="teaching_sample").set_value(path)
+        at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
+        at.button(key="teaching_add").click().run()
+    at.segmented_control(key="teaching_mode").set_value("Present").run()
+
+
 def test_adding_a_case_mid_presentation_keeps_the_rooms_guesses(teaching):
     """Cases added at the end of the deck leave the run as it was; the new case is numbered by
     its place in the deck."""
     at = teaching
     paths = [str(s.path) for s in sample_photos()]
-    for path in paths[:2]:
-        at.selectbox(key="teaching_sample").set_value(path)
-        at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
-        at.button(key="teaching_add").click().run()
-    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    add_samples_and_present(at, paths[:2])
     at.selectbox(key="teaching_room_0_class").set_value("Acne").run()
     at.segmented_control(key="teaching_room_0_survives").set_value("No").run()
     at.button(key="teaching_reveal").click().run()
@@ -367,12 +372,7 @@ def test_removing_a_case_mid_presentation_keeps_the_other_cases_guesses(teaching
     """A case removed from the deck takes its guesses and reveal with it; the other cases keep
     theirs at their new numbers, and the presenter goes on at the next case."""
     at = teaching
-    paths = [str(s.path) for s in sample_photos()]
-    for path in paths[:3]:
-        at.selectbox(key="teaching_sample").set_value(path)
-        at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
-        at.button(key="teaching_add").click().run()
-    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    add_samples_and_present(at, [str(s.path) for s in sample_photos()[:3]])
     for number, class_name in enumerate(("Acne", "Wheal")):
         at.selectbox(key=f"teaching_room_{number}_class").set_value(class_name).run()
         at.button(key="teaching_reveal").click().run()
@@ -398,10 +398,7 @@ def test_removing_one_of_two_equal_cases_keeps_the_other_ones_guess(teaching):
     """The same case added twice: removing the first copy leaves the second copy's guess with
     it, and the presenter on it stays on it."""
     at = teaching
-    at.selectbox(key="teaching_preset").set_value("Paper noise 3%").run()
-    for _ in range(2):
-        at.button(key="teaching_add").click().run()
-    at.segmented_control(key="teaching_mode").set_value("Present").run()
+    add_samples_and_present(at, [str(sample_photos()[0].path)] * 2)
     at.selectbox(key="teaching_room_0_class").set_value("Acne").run()
     at.button(key="teaching_reveal").click().run()
     at.button(key="teaching_next").click().run()
