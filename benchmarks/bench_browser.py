@@ -58,8 +58,10 @@ from test_browser import (  # noqa: E402
     CHROMIUM,
     NOISE_SLIDER,
     PREDICTIONS,
+    SIGNATURE,
     chromium_page,
     open_with_photo,
+    press_and_wait_for_update,
     streamlit_server,
     wait_idle,
 )
@@ -71,14 +73,6 @@ MODELS = ".st-key-explore_models"  # "Compare all models": every model's heatmap
 # Installed once: every keydown starts a record; a MutationObserver notes when each timed
 # element's text or drawing first differs from what it was at the keydown, and the next
 # animation frame after that (the change is painted by then) closes that element's time.
-SIGNATURE = """(selector) => {
-  const panel = document.querySelector(selector);
-  if (!panel) return "";
-  const marks = [...panel.querySelectorAll("svg text, svg path")];
-  const images = [...panel.querySelectorAll("img")].map(e => e.src.length + e.src.slice(-64));
-  return panel.innerText + marks.map(e => e.textContent + (e.getAttribute("d") || "")).join("|")
-    + images.join("|");
-}"""
 TIMER = """(timed) => {
   const signature = __SIGNATURE__;
   window.__press = null;
@@ -184,7 +178,8 @@ def time_presses(
     for _ in range(changes):
         used_before = cpu() if cpu else {}
         # harness: the issue's measure, from Playwright's side until the panel's signature changes
-        times["harness"].append(1000 * press_and_wait(page, selectors[timed[-1]]))
+        harness = press_and_wait_for_update(page, "ArrowRight", selectors[timed[-1]])
+        times["harness"].append(1000 * harness)
         page.wait_for_function(
             "(names) => window.__press && names.every(n => typeof window.__press.painted[n] === 'number')",
             arg=list(timed),
@@ -197,21 +192,6 @@ def time_presses(
         for name, ms in (cpu() if cpu else {}).items():
             times.setdefault(name, []).append(ms - used_before[name])
     return times
-
-
-def press_and_wait(page, selector: str) -> float:
-    """Press the right arrow on the focused noise slider; seconds until `selector` changes."""
-    before = page.evaluate(SIGNATURE, selector)
-    started = time.perf_counter()
-    page.keyboard.press("ArrowRight")
-    page.wait_for_function(
-        f"([selector, old]) => ({SIGNATURE})(selector) !== old",
-        arg=[selector, before],
-        polling="raf",
-    )
-    elapsed = time.perf_counter() - started
-    wait_idle(page)
-    return elapsed
 
 
 def explain_baseline_ms(card_path: Path, photo: np.ndarray, repeats: int = 30) -> float:

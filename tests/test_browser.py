@@ -35,14 +35,17 @@ CHROMIUM_ARGS = [
 ]
 NOISE_SLIDER = ".st-key-explore_noise input[type=range]"
 PREDICTIONS = ".st-key-explore_predictions"
-# Everything the prediction panel shows: metric texts, bar labels and bar geometry. It changes
+# Everything a panel shows: its texts, chart labels and bar geometry, and its images. It changes
 # as soon as new probabilities are drawn, even when a rounded label does not.
-PREDICTIONS_SIGNATURE = f"""() => {{
-    const panel = document.querySelector("{PREDICTIONS}");
+SIGNATURE = """(selector) => {
+    const panel = document.querySelector(selector);
     if (!panel) return "";
     const marks = [...panel.querySelectorAll("svg text, svg path")];
-    return panel.innerText + marks.map(e => e.textContent + (e.getAttribute("d") || "")).join("|");
-}}"""
+    const images = [...panel.querySelectorAll("img")].map(e => e.src.length + e.src.slice(-64));
+    return panel.innerText + marks.map(e => e.textContent + (e.getAttribute("d") || "")).join("|")
+        + images.join("|");
+}"""
+PREDICTIONS_SIGNATURE = f"() => ({SIGNATURE})({PREDICTIONS!r})"
 IDLE = """() => !document.querySelector("[data-testid=stStatusWidgetRunningIcon]")
     && !document.querySelector("[data-stale=true]")"""
 FAILURES = "[data-testid=stException], [data-testid=stAlertContentError]"
@@ -146,13 +149,16 @@ def open_with_photo(page, url: str, photo_path: Path) -> None:
     wait_idle(page)
 
 
-def press_and_wait_for_update(page, key: str) -> float:
-    """Press `key` on the focused noise slider; seconds until the prediction panel changes."""
-    before = page.evaluate(PREDICTIONS_SIGNATURE)
+def press_and_wait_for_update(page, key: str, selector: str = PREDICTIONS) -> float:
+    """Press `key` on the focused noise slider; seconds until the panel at `selector` (the
+    prediction panel) changes."""
+    before = page.evaluate(SIGNATURE, selector)
     started = time.perf_counter()
     page.keyboard.press(key)
     page.wait_for_function(
-        f"(old) => ({PREDICTIONS_SIGNATURE})() !== old", arg=before, polling="raf"
+        f"([selector, old]) => ({SIGNATURE})(selector) !== old",
+        arg=[selector, before],
+        polling="raf",
     )
     elapsed = time.perf_counter() - started
     wait_idle(page)
